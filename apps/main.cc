@@ -1,0 +1,36 @@
+// kvsim: a discrete-event simulator of LLM KV-cache memory under eviction.
+#include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+
+#include "apps/command.h"
+#include "common/error.h"
+#include "common/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "kvsim: replay LLM attention traces against budgeted KV caches and measure what eviction "
+      "policies lose.",
+      "kvsim"};
+  app.set_version_flag("--version", std::string("kvsim ") + kvsim::kVersion);
+  app.require_subcommand(1);
+#define KVSIM_COMMAND(name, registrar) kvsim::apps::registrar(app);
+#include "apps/commands.def"
+#undef KVSIM_COMMAND
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const kvsim::InputError& e) {
+    fmt::print(stderr, "kvsim: error: {}\n", e.what());
+    return 2;
+  } catch (const kvsim::InternalError& e) {
+    fmt::print(stderr, "kvsim: {}\n", e.what());
+    return 3;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "kvsim: error: {}\n", e.what());
+    return 2;
+  }
+  return 0;
+}

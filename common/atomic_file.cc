@@ -1,0 +1,68 @@
+#include "common/atomic_file.h"
+
+#include <unistd.h>
+
+#include <sstream>
+#include <system_error>
+
+#include "common/error.h"
+
+namespace kvsim {
+
+AtomicPath::AtomicPath(std::filesystem::path final_path) : final_path_(std::move(final_path)) {
+  if (final_path_.empty()) ThrowInputError("output path is empty: expected a file name");
+  const auto parent =
+      final_path_.has_parent_path() ? final_path_.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(parent, ec)) {
+    ThrowInputError("{}: output directory '{}' does not exist", final_path_.string(),
+                    parent.string());
+  }
+  temp_path_ = final_path_;
+  temp_path_ += fmt::format(".tmp.{}", static_cast<long>(::getpid()));
+}
+
+AtomicPath::~AtomicPath() {
+  if (!committed_) {
+    std::error_code ec;
+    std::filesystem::remove(temp_path_, ec);  // best effort: never throw from a destructor
+  }
+}
+
+void AtomicPath::Commit() {
+  std::error_code ec;
+  std::filesystem::rename(temp_path_, final_path_, ec);
+  if (ec) {
+    ThrowInputError("{}: cannot move finished output into place: {}", final_path_.string(),
+                    ec.message());
+  }
+  committed_ = true;
+}
+
+AtomicTextFile::AtomicTextFile(std::filesystem::path final_path) : path_(std::move(final_path)) {
+  out_.open(path_.temp_path(), std::ios::binary | std::ios::trunc);
+  if (!out_) ThrowInputError("{}: cannot open for writing", path_.final_path().string());
+}
+
+void AtomicTextFile::Commit() {
+  out_.flush();
+  if (!out_) ThrowInputError("{}: write failed", path_.final_path().string());
+  out_.close();
+  path_.Commit();
+}
+
+void WriteFileAtomically(const std::filesystem::path& path, const std::string& contents) {
+  AtomicTextFile file(path);
+  file.out() << contents;
+  file.Commit();
+}
+
+std::string ReadFileToString(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) ThrowInputError("{}: cannot open for reading", path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace kvsim

@@ -1,0 +1,50 @@
+#pragma once
+// Output files are written to `<path>.tmp.<pid>` and renamed over `path` only on Commit()
+// (leveldb's temp-then-rename), so a failure never leaves a half-written output behind.
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace kvsim {
+
+// Picks a temporary sibling of `final_path` and, unless committed, deletes it on destruction.
+class AtomicPath {
+ public:
+  explicit AtomicPath(std::filesystem::path final_path);
+  AtomicPath(const AtomicPath&) = delete;
+  AtomicPath& operator=(const AtomicPath&) = delete;
+  ~AtomicPath();
+
+  // Where to write. Its directory is the final path's, so the rename stays on one file system.
+  const std::filesystem::path& temp_path() const { return temp_path_; }
+  const std::filesystem::path& final_path() const { return final_path_; }
+  // Renames the temporary file over the final path. Throws InputError if that fails.
+  void Commit();
+  bool committed() const { return committed_; }
+
+ private:
+  std::filesystem::path final_path_;
+  std::filesystem::path temp_path_;
+  bool committed_ = false;
+};
+
+// A text output file written atomically: stream into `out()`, then Commit().
+class AtomicTextFile {
+ public:
+  explicit AtomicTextFile(std::filesystem::path final_path);
+  std::ofstream& out() { return out_; }
+  // Flushes, checks the stream and renames. Throws InputError naming the path on failure.
+  void Commit();
+
+ private:
+  AtomicPath path_;
+  std::ofstream out_;
+};
+
+// Writes `contents` to `path` atomically.
+void WriteFileAtomically(const std::filesystem::path& path, const std::string& contents);
+
+// Reads a whole file; throws InputError naming the path if it cannot be read.
+std::string ReadFileToString(const std::filesystem::path& path);
+
+}  // namespace kvsim

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The README's test command: installs dependencies, builds kvsim with warnings as errors, runs
+# the whole GoogleTest suite, then the same suite under AddressSanitizer + UBSan, then the
+# clang-format check. Set KVSIM_SKIP_SANITIZERS=1 to skip the sanitizer pass locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+bash scripts/install_deps.sh
+
+echo "== Release build (-Werror) and tests"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSIM_WERROR=ON
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
+
+if [ "${KVSIM_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSIM_WERROR=ON \
+    -DKVSIM_SANITIZE="address;undefined" -DKVSIM_BUILD_BENCH=OFF
+  cmake --build build-asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 1200
+fi
+
+echo "== clang-format check"
+git ls-files -z '*.h' '*.cc' | xargs -0 -r clang-format --dry-run --Werror
+echo "scripts/test.sh: all checks passed"

@@ -1,0 +1,83 @@
+#pragma once
+// Reading and writing trace files (HDF5, traces/FORMAT.md).
+#include <memory>
+#include <span>
+#include <string>
+
+#include "traces/trace.h"
+
+namespace kvsim::traces {
+
+struct TraceWriterOptions {
+  StorageType storage = StorageType::kFloat16;
+  bool with_pre_rope = false;  // also store layers/<l>/q_pre_rope and k_pre_rope
+  int chunk_positions = 256;   // HDF5 chunk = [1 head, chunk_positions, head_dim]
+  int compression_level = 1;   // gzip (deflate) level 0-9; 0 = no filter
+};
+
+// Streams a trace to disk: Append() blocks of positions as they are produced (a capture appends
+// per decode step, a generator in one block), then Commit(). The file is written under a
+// temporary name and renamed into place by Commit(); a writer destroyed without Commit()
+// removes it, so no half-written trace is ever left at `path`.
+class TraceWriter {
+ public:
+  // `meta.total_len`, `prompt_len`, `token_ids` and `token_text` are ignored here: the
+  // positions come from Append() and the prompt length from SetPromptLength().
+  TraceWriter(const std::string& path, const TraceMeta& meta, TraceWriterOptions options = {});
+  ~TraceWriter();
+  TraceWriter(const TraceWriter&) = delete;
+  TraceWriter& operator=(const TraceWriter&) = delete;
+
+  // Appends n positions. `token_ids` has n entries; `token_text` has n entries or none (then the
+  // trace has no text); `layers` has one entry per model layer with queries [q_heads, n, d],
+  // keys/values [kv_heads, n, d] (and the pre-RoPE tensors if options.with_pre_rope).
+  void Append(std::span<const int32_t> token_ids,
+              std::span<const std::string> token_text,
+              std::span<const LayerTensors> layers);
+  void SetPromptLength(int64_t prompt_len);
+  void SetSegments(std::vector<Segment> segments);
+  int64_t positions_written() const;
+
+  // Checks T >= prompt_len >= 1 and segment bounds, writes the final attributes, closes and
+  // renames. Throws InputError (and leaves no file) if the trace is inconsistent.
+  void Commit();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Writes a whole in-memory trace.
+void WriteTrace(const std::string& path, const Trace& trace, TraceWriterOptions options = {});
+
+// Opens a trace file and validates it once: required attributes present with the right types,
+// every dataset's dtype and shape consistent with the model shape and T, T >= prompt_len >= 1,
+// token ids in range, segments inside [0, T), and every stored value finite (checked by a
+// streaming pass, one layer in memory at a time). Errors are InputError naming the file, the
+// group/dataset/attribute and what was expected. After construction, reads cannot fail on
+// format grounds. Reading one layer or slice never loads the others.
+class TraceReader {
+ public:
+  explicit TraceReader(const std::string& path);
+  ~TraceReader();
+  TraceReader(TraceReader&&) noexcept;
+  TraceReader& operator=(TraceReader&&) noexcept;
+
+  const std::string& path() const;
+  const TraceMeta& meta() const;
+  StorageType storage() const;
+  uint64_t file_bytes() const;
+
+  LayerTensors ReadLayer(int layer) const;
+  KvHeadSlice ReadSlice(int layer, int kv_head) const;
+  Trace ReadAll() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Convenience: TraceReader(path).ReadAll().
+Trace ReadTrace(const std::string& path);
+
+}  // namespace kvsim::traces
