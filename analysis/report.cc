@@ -1,0 +1,267 @@
+#include "analysis/report.h"
+
+#include <fmt/format.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <array>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "analysis/csv.h"
+#include "analysis/plot.h"
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "common/version.h"
+
+namespace kvsim::analysis {
+namespace {
+
+constexpr std::array<std::string_view, 5> kResultFiles = {
+    "sweep.csv", "memory.csv", "recurrence.csv", "paging_mrc.csv", "paging_predictions.csv"};
+
+// Fields of sweep.json in RESULTS_FORMAT.md order; other fields follow alphabetically.
+constexpr std::array<std::string_view, 10> kMetadataOrder = {
+    "kvsim_version", "command", "traces",  "policies",     "budgets",
+    "regime",        "seed",    "threads", "wall_seconds", "model"};
+
+std::string Escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+std::string Base64(std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const auto n = static_cast<unsigned>(static_cast<unsigned char>(bytes[i])) << 16 |
+                   static_cast<unsigned>(static_cast<unsigned char>(bytes[i + 1])) << 8 |
+                   static_cast<unsigned>(static_cast<unsigned char>(bytes[i + 2]));
+    out += kAlphabet[n >> 18 & 63];
+    out += kAlphabet[n >> 12 & 63];
+    out += kAlphabet[n >> 6 & 63];
+    out += kAlphabet[n & 63];
+  }
+  if (i < bytes.size()) {
+    const bool two = i + 1 < bytes.size();
+    const auto n =
+        static_cast<unsigned>(static_cast<unsigned char>(bytes[i])) << 16 |
+        (two ? static_cast<unsigned>(static_cast<unsigned char>(bytes[i + 1])) << 8 : 0u);
+    out += kAlphabet[n >> 18 & 63];
+    out += kAlphabet[n >> 12 & 63];
+    out += two ? kAlphabet[n >> 6 & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+// A fresh private directory under the system temp dir, removed with its contents on destruction.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "kvsim-report-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      ThrowInputError("{}: cannot create a temporary directory for the figures", pattern);
+    }
+    path_ = pattern;
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string JsonValueText(const nlohmann::json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_array()) {
+    std::vector<std::string> items;
+    for (const auto& item : value) items.push_back(JsonValueText(item));
+    return fmt::format("{}", fmt::join(items, ", "));
+  }
+  return value.dump();
+}
+
+std::string MetadataTable(const std::filesystem::path& path) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(ReadFileToString(path));
+  } catch (const nlohmann::json::exception& e) {
+    ThrowInputError("{}: not valid JSON ({})", path.string(), e.what());
+  }
+  if (!json.is_object()) ThrowInputError("{}: expected a JSON object at the top", path.string());
+  std::string html = fmt::format("<h3>{}</h3>\n<table class=\"meta\">\n", Escape(path.string()));
+  auto row = [&](const std::string& key) {
+    html += fmt::format("<tr><th>{}</th><td>{}</td></tr>\n", Escape(key),
+                        Escape(JsonValueText(json[key])));
+  };
+  for (std::string_view key : kMetadataOrder) {
+    if (json.contains(key)) row(std::string(key));
+  }
+  for (const auto& [key, value] : json.items()) {  // nlohmann's object keeps keys sorted
+    if (std::find(kMetadataOrder.begin(), kMetadataOrder.end(), key) == kMetadataOrder.end()) {
+      row(key);
+    }
+  }
+  return html + "</table>\n";
+}
+
+std::string SummaryTable(const CsvTable& table, std::string_view metric, std::string_view title) {
+  const SweepSummary summary = SummarizeSweep(table, metric);
+  if (summary.labels.empty()) return "";
+  std::string html =
+      fmt::format("<h3>{}</h3>\n<table class=\"summary\">\n<tr><th>policy \\ budget (tokens)</th>",
+                  Escape(title));
+  for (double budget : summary.budget_tokens) html += fmt::format("<th>{}</th>", budget);
+  html += "</tr>\n";
+  for (std::size_t i = 0; i < summary.labels.size(); ++i) {
+    html += fmt::format("<tr><th>{}</th>", Escape(summary.labels[i]));
+    for (const auto& value : summary.values[i]) {
+      html += value ? fmt::format("<td>{:.3f}</td>", *value) : "<td></td>";
+    }
+    html += "</tr>\n";
+  }
+  return html + "</table>\n";
+}
+
+constexpr std::string_view kStyle = R"(<style>
+body { font-family: sans-serif; max-width: 1240px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+table.meta th, table.summary th { text-align: left; background: #f4f4f4; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; }
+footer { color: #777; margin-top: 3em; font-size: 0.9em; }
+</style>
+)";
+
+}  // namespace
+
+ReportInputs CollectReportInputs(const std::vector<std::string>& paths) {
+  ReportInputs inputs;
+  auto add_unique = [](std::vector<std::filesystem::path>& list, const std::filesystem::path& p) {
+    if (std::find(list.begin(), list.end(), p) == list.end()) list.push_back(p);
+  };
+  std::error_code ec;
+  for (const std::string& arg : paths) {
+    const std::filesystem::path path(arg);
+    if (std::filesystem::is_directory(path, ec)) {
+      for (std::string_view name : kResultFiles) {
+        if (std::filesystem::is_regular_file(path / name, ec)) add_unique(inputs.csvs, path / name);
+      }
+      if (std::filesystem::is_regular_file(path / "sweep.json", ec)) {
+        add_unique(inputs.metadata_jsons, path / "sweep.json");
+      }
+    } else if (std::filesystem::is_regular_file(path, ec)) {
+      if (path.extension() == ".json") {
+        add_unique(inputs.metadata_jsons, path);
+      } else {
+        add_unique(inputs.csvs, path);
+        std::filesystem::path json = path;
+        json.replace_extension(".json");
+        if (std::filesystem::is_regular_file(json, ec)) add_unique(inputs.metadata_jsons, json);
+      }
+    } else {
+      ThrowInputError(
+          "{}: no such file or directory (expected result CSVs or a directory of "
+          "them)",
+          arg);
+    }
+  }
+  if (inputs.csvs.empty()) {
+    ThrowInputError(
+        "{}: no result CSV found (expected one of sweep.csv, memory.csv, "
+        "recurrence.csv, paging_mrc.csv, paging_predictions.csv)",
+        fmt::join(paths, " "));
+  }
+  return inputs;
+}
+
+void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_html) {
+  // Read and validate everything before drawing: a bad input leaves nothing behind.
+  std::vector<std::pair<CsvTable, ResultKind>> tables;
+  for (const auto& path : inputs.csvs) {
+    CsvTable table = CsvTable::Read(path);
+    const ResultKind kind = DetectResultKind(table);
+    ValidateResults(table, kind);
+    tables.emplace_back(std::move(table), kind);
+  }
+  std::string metadata;
+  for (const auto& json : inputs.metadata_jsons) metadata += MetadataTable(json);
+
+  std::string html =
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<title>kvsim report</title>\n";
+  html += kStyle;
+  html += "</head>\n<body>\n<h1>kvsim report</h1>\n";
+  html += "<h2>Run</h2>\n";
+  html += metadata.empty() ? "<p>No sweep.json metadata was given.</p>\n" : metadata;
+  html += "<h2>Inputs</h2>\n<ul>\n";
+  for (const auto& [table, kind] : tables) {
+    html += fmt::format("<li><code>{}</code>: {}, {} rows</li>\n", Escape(table.source()),
+                        ResultKindName(kind), table.num_rows());
+  }
+  html += "</ul>\n";
+
+  std::string summaries;
+  for (const auto& [table, kind] : tables) {
+    if (kind != ResultKind::kSweep) continue;
+    summaries += fmt::format(
+        "<p>From <code>{}</code>, rows with <code>layer = all</code>; several "
+        "traces are averaged with equal weight.</p>\n",
+        Escape(table.source()));
+    summaries += SummaryTable(table, "mass_recall_mean", "Attention-mass recall (mean)");
+    summaries += SummaryTable(table, "rel_l2_error_mean",
+                              "Relative L2 error of the attention output (mean)");
+    summaries += SummaryTable(table, "top8_recall_mean", "Top-8 recall (mean)");
+  }
+  if (!summaries.empty()) html += "<h2>Summary</h2>\n" + summaries;
+
+  html += "<h2>Figures</h2>\n";
+  ScratchDir scratch;
+  for (std::size_t i = 0; i < tables.size(); ++i) {
+    const auto& [table, kind] = tables[i];
+    const std::filesystem::path dir = scratch.path() / std::to_string(i);
+    std::filesystem::create_directory(dir);
+    for (const PlottedFigure& figure : PlotResults(table, kind, dir)) {
+      html += fmt::format(
+          "<figure>\n<img alt=\"{1}\" src=\"data:image/png;base64,{2}\">\n"
+          "<figcaption>{1} <small>(<code>{0}</code> from <code>{3}</code>)</small>"
+          "</figcaption>\n</figure>\n",
+          Escape(figure.name), Escape(figure.title), Base64(ReadFileToString(figure.png)),
+          Escape(table.source()));
+    }
+  }
+  html += fmt::format("<footer>Generated by kvsim {}.</footer>\n</body>\n</html>\n", kVersion);
+  WriteFileAtomically(out_html, html);
+}
+
+}  // namespace kvsim::analysis

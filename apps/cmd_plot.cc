@@ -1,0 +1,60 @@
+// `kvsim plot RESULTS.csv... -o OUTDIR`: figures (PNG + SVG + the .dat they were drawn from)
+// for result CSVs; see analysis/plot.h.
+#include <fmt/core.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "analysis/csv.h"
+#include "analysis/plot.h"
+#include "apps/command.h"
+#include "common/error.h"
+
+namespace kvsim::apps {
+
+void RegisterPlotCommand(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> inputs;
+    std::string out_dir = ".";
+    std::string kind;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "plot",
+      "Draw PNG and SVG figures (with gnuplot) from result CSVs: sweep.csv, memory.csv, "
+      "recurrence.csv, paging_mrc.csv, paging_predictions.csv");
+  cmd->add_option("results", args->inputs, "result CSV files (kind detected from the header)")
+      ->required();
+  cmd->add_option("-o,--out", args->out_dir,
+                  "output directory, created if missing (default: the current directory)");
+  cmd->add_option("--kind", args->kind,
+                  "result kind instead of detecting it: sweep, memory, recurrence, paging_mrc, "
+                  "paging_predictions");
+  cmd->callback([args] {
+    std::optional<analysis::ResultKind> forced;
+    if (!args->kind.empty()) forced = analysis::ParseResultKind(args->kind);
+    // Read and check every input before drawing anything.
+    std::vector<std::pair<analysis::CsvTable, analysis::ResultKind>> inputs;
+    for (const std::string& input : args->inputs) {
+      analysis::CsvTable table = analysis::CsvTable::Read(input);
+      const analysis::ResultKind kind = forced ? *forced : analysis::DetectResultKind(table);
+      analysis::ValidateResults(table, kind);
+      inputs.emplace_back(std::move(table), kind);
+    }
+    const std::filesystem::path out_dir(args->out_dir);
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    if (ec) {
+      ThrowInputError("-o {}: cannot create the output directory: {}", args->out_dir, ec.message());
+    }
+    for (const auto& [table, kind] : inputs) {
+      for (const analysis::PlottedFigure& figure : analysis::PlotResults(table, kind, out_dir)) {
+        fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
+      }
+    }
+  });
+}
+
+}  // namespace kvsim::apps
