@@ -1,0 +1,150 @@
+// `kvsim paging INPUT`: paging-theory experiments on request streams (sim/paging/README.md):
+// faults per policy over cache sizes in offload and pure-eviction mode beside the offline
+// optimum (paging_mrc.csv), and the prediction policies' faults against the error rate of their
+// bits (paging_predictions.csv). INPUT is a trace (requests extracted on the fly) or a requests
+// file written by `kvsim requests`.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/command.h"
+#include "common/error.h"
+#include "sim/paging/experiment.h"
+#include "sim/paging/extract.h"
+#include "sim/paging/registry.h"
+
+namespace kvsim::apps {
+namespace {
+
+struct PagingArgs {
+  std::string input;
+  std::string out_dir = ".";
+  std::vector<int64_t> cache_sizes;
+  std::vector<std::string> policies;
+  std::vector<std::string> modes{"offload", "evict"};
+  std::vector<double> error_rates;
+  std::vector<std::string> stream_names;
+  int64_t seeds = 5;
+  uint64_t seed = 1;
+  std::string rule = "topk:32";
+  std::string grouping = "max";
+  std::string streams = "per-head";
+  int64_t page_tokens = 1;
+};
+
+// Without --cache-sizes: 1, 2, 4, 8 and 16 times the largest step (|R_t|), so the smallest size
+// already holds a whole step.
+std::vector<int64_t> DefaultCacheSizes(const std::vector<paging::RequestSequence>& streams) {
+  int64_t largest = 1;
+  for (const auto& seq : streams) largest = std::max(largest, seq.MaxStepSize());
+  return {largest, 2 * largest, 4 * largest, 8 * largest, 16 * largest};
+}
+
+void Run(const PagingArgs& args) {
+  paging::ExtractOptions extract;
+  paging::ParseRequestRule(args.rule, "--rule", extract);
+  extract.grouping = paging::ParseHeadGrouping(args.grouping, "--group");
+  extract.streams = paging::ParseStreamSet(args.streams, "--streams");
+  extract.page_tokens = args.page_tokens;
+  extract.Validate();
+
+  paging::ExperimentOptions options;
+  options.modes.clear();
+  for (const std::string& mode : args.modes) {
+    if (mode == "offload") {
+      options.modes.push_back(paging::Mode::kOffload);
+    } else if (mode == "evict") {
+      options.modes.push_back(paging::Mode::kEvict);
+    } else {
+      ThrowInputError("--modes '{}': expected offload or evict", mode);
+    }
+  }
+  options.policies = args.policies;
+  if (options.policies.empty()) {
+    for (const auto& info : paging::PagingPolicies()) options.policies.push_back(info.name);
+  }
+  for (const std::string& name : options.policies) paging::FindPagingPolicy(name);
+  options.error_rates = args.error_rates;
+  options.seeds = args.seeds;
+  options.seed = args.seed;
+
+  std::vector<paging::RequestSequence> streams = paging::LoadRequestStreams(args.input, extract);
+  if (!args.stream_names.empty()) {
+    std::vector<paging::RequestSequence> chosen;
+    for (const std::string& name : args.stream_names) {
+      auto it = std::find_if(streams.begin(), streams.end(),
+                             [&](const auto& seq) { return seq.stream == name; });
+      if (it == streams.end()) {
+        ThrowInputError("--stream '{}': {} has no such stream (first: '{}')", name, args.input,
+                        streams.empty() ? "" : streams.front().stream);
+      }
+      chosen.push_back(std::move(*it));
+    }
+    streams = std::move(chosen);
+  }
+  options.cache_sizes = args.cache_sizes.empty() ? DefaultCacheSizes(streams) : args.cache_sizes;
+
+  const paging::ExperimentResult result = paging::RunExperiment(streams, options);
+  const std::filesystem::path dir(args.out_dir);
+  if (!std::filesystem::is_directory(dir)) {
+    ThrowInputError("--out-dir '{}': not an existing directory", args.out_dir);
+  }
+  paging::WriteMrcCsv(dir / "paging_mrc.csv", result.mrc);
+  if (!args.error_rates.empty()) {
+    paging::WritePredictionsCsv(dir / "paging_predictions.csv", result.predictions);
+  }
+
+  fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10} {:>10}\n", "stream", "mode", "policy",
+             "cache", "faults", "miss", "vs_opt");
+  for (const auto& r : result.mrc) {
+    const double miss =
+        r.requests > 0 ? static_cast<double>(r.faults) / static_cast<double>(r.requests) : 0.0;
+    const std::string ratio = r.opt_faults > 0
+                                  ? fmt::format("{:.3f}", static_cast<double>(r.faults) /
+                                                              static_cast<double>(r.opt_faults))
+                                  : "";
+    fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10.4f} {:>10}\n", r.stream,
+               paging::ModeName(r.mode), r.policy, r.cache_size, r.faults, miss, ratio);
+  }
+  fmt::print("wrote {}{}\n", (dir / "paging_mrc.csv").string(),
+             args.error_rates.empty() ? "" : " and " + (dir / "paging_predictions.csv").string());
+}
+
+}  // namespace
+
+void RegisterPagingCommand(CLI::App& app) {
+  auto args = std::make_shared<PagingArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "paging", "Paging experiments: miss-ratio curves vs the offline optimum, predictions.");
+  cmd->add_option("input", args->input, "trace (HDF5) or requests file (`kvsim requests`)")
+      ->required();
+  cmd->add_option("-o,--out-dir", args->out_dir,
+                  "directory for paging_mrc.csv (and paging_predictions.csv)")
+      ->capture_default_str();
+  cmd->add_option("--cache-sizes", args->cache_sizes,
+                  "cache sizes in pages (default: 1, 2, 4, 8, 16 x the largest step)")
+      ->delimiter(',');
+  cmd->add_option("--policies", args->policies, "paging policies (default: all)")->delimiter(',');
+  cmd->add_option("--modes", args->modes, "offload and/or evict")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--error-rates", args->error_rates,
+                  "bit-flip probabilities for the prediction sweep, e.g. 0,0.1,0.2")
+      ->delimiter(',');
+  cmd->add_option("--seeds", args->seeds, "corruption seeds per error rate")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "base seed (rmarker, corruption)")->capture_default_str();
+  cmd->add_option("--stream", args->stream_names, "only these streams (repeatable)");
+  cmd->add_option("--rule", args->rule, "request rule when INPUT is a trace (see `requests`)")
+      ->capture_default_str();
+  cmd->add_option("--group", args->grouping, "max or sum over a KV head's query heads")
+      ->capture_default_str();
+  cmd->add_option("--page-tokens", args->page_tokens, "tokens per page")->capture_default_str();
+  cmd->add_option("--streams", args->streams, "per-head, merged or both")->capture_default_str();
+  cmd->callback([args] { Run(*args); });
+}
+
+}  // namespace kvsim::apps

@@ -1,0 +1,188 @@
+#include "sim/paging/experiment.h"
+
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "sim/paging/evict_optimum.h"
+#include "sim/paging/predictions.h"
+#include "sim/paging/registry.h"
+
+namespace kvsim::paging {
+namespace {
+
+struct Unit {
+  size_t stream = 0;
+  size_t size_index = 0;
+};
+
+// Everything one (stream, cache size) unit produces.
+struct UnitRows {
+  std::vector<MrcRow> mrc;
+  std::vector<PredictionRow> predictions;
+};
+
+UnitRows RunUnit(const RequestSequence& seq,
+                 const DenseRequests& dense,
+                 size_t stream_index,
+                 int64_t cache_size,
+                 const std::vector<int64_t>& evict_opt,
+                 const ExperimentOptions& options) {
+  UnitRows out;
+  int64_t belady_faults = 0;
+  {
+    auto belady = MakePagingPolicy("opt");
+    belady_faults =
+        Replay(dense, *belady,
+               {.cache_size = cache_size, .mode = Mode::kOffload, .seed = 0, .bits = {}})
+            .faults;
+  }
+  const uint64_t policy_seed = DeriveSeed(options.seed, stream_index);
+  for (Mode mode : options.modes) {
+    const int64_t opt =
+        mode == Mode::kOffload ? belady_faults : evict_opt[static_cast<size_t>(cache_size)];
+    for (const std::string& name : options.policies) {
+      const PolicyInfo& info = FindPagingPolicy(name);
+      int64_t faults = opt;
+      if (name != "opt" || mode == Mode::kOffload) {
+        const std::vector<uint8_t> bits =
+            cache_size >= 1 ? OracleBits(info.predictions, dense, cache_size)
+                            : std::vector<uint8_t>(
+                                  info.predictions == Predictions::kNone ? 0 : dense.page.size());
+        auto policy = MakePagingPolicy(name);
+        faults = Replay(dense, *policy,
+                        {.cache_size = cache_size, .mode = mode, .seed = policy_seed, .bits = bits})
+                     .faults;
+      }
+      out.mrc.push_back({.stream = seq.stream,
+                         .mode = mode,
+                         .policy = name,
+                         .cache_size = cache_size,
+                         .requests = dense.requests(),
+                         .faults = faults,
+                         .opt_faults = opt,
+                         .fetched_bytes = mode == Mode::kOffload ? faults * seq.page_bytes : 0});
+    }
+  }
+  if (options.error_rates.empty() || cache_size < 1) return out;
+  for (const std::string& name : options.policies) {
+    const PolicyInfo& info = FindPagingPolicy(name);
+    if (info.predictions == Predictions::kNone) continue;
+    const std::vector<uint8_t> truth = OracleBits(info.predictions, dense, cache_size);
+    for (double rate : options.error_rates) {
+      for (int64_t r = 0; r < options.seeds; ++r) {
+        const uint64_t seed = options.seed + static_cast<uint64_t>(r);
+        const NoisyBits noisy = CorruptBits(truth, rate, seed, stream_index);
+        auto policy = MakePagingPolicy(name);
+        const int64_t faults = Replay(dense, *policy,
+                                      {.cache_size = cache_size,
+                                       .mode = Mode::kOffload,
+                                       .seed = policy_seed,
+                                       .bits = noisy.bits})
+                                   .faults;
+        out.predictions.push_back({.stream = seq.stream,
+                                   .policy = name,
+                                   .cache_size = cache_size,
+                                   .error_rate = rate,
+                                   .seed = seed,
+                                   .faults = faults,
+                                   .opt_faults = belady_faults,
+                                   .eta0 = noisy.eta0,
+                                   .eta1 = noisy.eta1});
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
+                               const ExperimentOptions& options) {
+  for (const std::string& name : options.policies) FindPagingPolicy(name);
+  for (int64_t size : options.cache_sizes) {
+    if (size < 0) ThrowInputError("--cache-sizes: size {} is negative, expected >= 0", size);
+  }
+  for (double rate : options.error_rates) {
+    if (!(rate >= 0 && rate <= 1)) {
+      ThrowInputError("--error-rates: rate {} is outside [0, 1]", rate);
+    }
+  }
+  if (options.seeds < 1) ThrowInputError("--seeds {}: expected >= 1", options.seeds);
+  const bool evict =
+      std::find(options.modes.begin(), options.modes.end(), Mode::kEvict) != options.modes.end();
+  const int64_t max_size =
+      options.cache_sizes.empty()
+          ? 0
+          : *std::max_element(options.cache_sizes.begin(), options.cache_sizes.end());
+
+  std::vector<DenseRequests> dense(streams.size());
+  std::vector<std::vector<int64_t>> evict_opt(streams.size());
+  tbb::parallel_for(size_t{0}, streams.size(), [&](size_t s) {
+    dense[s] = Densify(streams[s]);
+    if (evict) evict_opt[s] = EvictOptimumCurve(dense[s], max_size);
+  });
+
+  std::vector<Unit> units;
+  for (size_t s = 0; s < streams.size(); ++s) {
+    for (size_t c = 0; c < options.cache_sizes.size(); ++c) units.push_back({s, c});
+  }
+  std::vector<UnitRows> rows(units.size());
+  tbb::parallel_for(size_t{0}, units.size(), [&](size_t u) {
+    const Unit& unit = units[u];
+    rows[u] = RunUnit(streams[unit.stream], dense[unit.stream], unit.stream,
+                      options.cache_sizes[unit.size_index], evict_opt[unit.stream], options);
+  });
+
+  // Units are stream-major, size-minor; the MRC wants mode and policy before size.
+  ExperimentResult result;
+  const size_t per_unit = options.modes.size() * options.policies.size();
+  const size_t sizes = options.cache_sizes.size();
+  for (size_t s = 0; s < streams.size(); ++s) {
+    for (size_t k = 0; k < per_unit; ++k) {
+      for (size_t c = 0; c < sizes; ++c) result.mrc.push_back(rows[s * sizes + c].mrc[k]);
+    }
+    for (size_t c = 0; c < sizes; ++c) {
+      const auto& p = rows[s * sizes + c].predictions;
+      result.predictions.insert(result.predictions.end(), p.begin(), p.end());
+    }
+  }
+  return result;
+}
+
+void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows) {
+  AtomicTextFile file(path);
+  auto& out = file.out();
+  out << "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,competitive_ratio,"
+         "fetched_bytes\n";
+  for (const MrcRow& r : rows) {
+    const std::string miss_ratio =
+        r.requests > 0
+            ? fmt::format("{}", static_cast<double>(r.faults) / static_cast<double>(r.requests))
+            : "";
+    const std::string ratio =
+        r.opt_faults > 0
+            ? fmt::format("{}", static_cast<double>(r.faults) / static_cast<double>(r.opt_faults))
+            : "";
+    out << fmt::format("{},{},{},{},{},{},{},{},{},{}\n", r.stream, ModeName(r.mode), r.policy,
+                       r.cache_size, r.requests, r.faults, miss_ratio, r.opt_faults, ratio,
+                       r.fetched_bytes);
+  }
+  file.Commit();
+}
+
+void WritePredictionsCsv(const std::filesystem::path& path, std::span<const PredictionRow> rows) {
+  AtomicTextFile file(path);
+  auto& out = file.out();
+  out << "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1\n";
+  for (const PredictionRow& r : rows) {
+    out << fmt::format("{},{},{},{},{},{},{},{},{}\n", r.stream, r.policy, r.cache_size,
+                       r.error_rate, r.seed, r.faults, r.opt_faults, r.eta0, r.eta1);
+  }
+  file.Commit();
+}
+
+}  // namespace kvsim::paging

@@ -1,0 +1,63 @@
+#pragma once
+// Paging experiments over request streams (`kvsim paging`): a miss-ratio curve per policy and
+// mode with the offline optimum beside it, and the prediction-error sweep of the one-bit
+// policies. Rows follow analysis/RESULTS_FORMAT.md (paging_mrc.csv, paging_predictions.csv).
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sim/paging/engine.h"
+#include "sim/paging/request_sequence.h"
+
+namespace kvsim::paging {
+
+struct ExperimentOptions {
+  std::vector<int64_t> cache_sizes;   // pages, each >= 0
+  std::vector<std::string> policies;  // registered names
+  std::vector<Mode> modes{Mode::kOffload, Mode::kEvict};
+  std::vector<double> error_rates;  // empty: no prediction sweep
+  int64_t seeds = 1;                // corruption seeds seed, seed+1, ... per error rate
+  uint64_t seed = 1;                // base seed (rmarker draws and bit corruption)
+};
+
+struct MrcRow {
+  std::string stream;
+  Mode mode = Mode::kOffload;
+  std::string policy;
+  int64_t cache_size = 0;
+  int64_t requests = 0;
+  int64_t faults = 0;
+  int64_t opt_faults = 0;
+  int64_t fetched_bytes = 0;
+};
+
+struct PredictionRow {
+  std::string stream;
+  std::string policy;
+  int64_t cache_size = 0;
+  double error_rate = 0;
+  uint64_t seed = 0;
+  int64_t faults = 0;
+  int64_t opt_faults = 0;
+  int64_t eta0 = 0;
+  int64_t eta1 = 0;
+};
+
+struct ExperimentResult {
+  std::vector<MrcRow> mrc;                 // stream, mode, policy, cache size order
+  std::vector<PredictionRow> predictions;  // stream, cache size, policy, rate, seed order
+};
+
+// In offload mode "opt" is Belady; in evict mode the "opt" row and every opt_faults is the
+// min-cost-flow optimum (evict_optimum.h). Prediction policies in the MRC get exact (oracle)
+// bits. Runs (stream, cache size) units in parallel; results do not depend on the thread count.
+// Throws InputError for an unknown policy or a negative cache size / bad error rate.
+ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
+                               const ExperimentOptions& options);
+
+void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows);
+void WritePredictionsCsv(const std::filesystem::path& path, std::span<const PredictionRow> rows);
+
+}  // namespace kvsim::paging

@@ -1,0 +1,58 @@
+#include "sim/paging/registry.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/error.h"
+
+namespace kvsim::paging {
+
+#define KVSIM_PAGING_POLICY(name, factory, predictions) std::unique_ptr<PagingPolicy> factory();
+#include "policies/paging/all.def"
+#undef KVSIM_PAGING_POLICY
+
+namespace {
+
+struct Entry {
+  PolicyInfo info;
+  std::unique_ptr<PagingPolicy> (*factory)();
+};
+
+const std::vector<Entry>& Entries() {
+  static const std::vector<Entry> entries = {
+#define KVSIM_PAGING_POLICY(name, factory, predictions) {{name, Predictions::predictions}, factory},
+#include "policies/paging/all.def"
+#undef KVSIM_PAGING_POLICY
+  };
+  return entries;
+}
+
+}  // namespace
+
+const std::vector<PolicyInfo>& PagingPolicies() {
+  static const std::vector<PolicyInfo> infos = [] {
+    std::vector<PolicyInfo> out;
+    for (const Entry& e : Entries()) out.push_back(e.info);
+    return out;
+  }();
+  return infos;
+}
+
+const PolicyInfo& FindPagingPolicy(std::string_view name) {
+  for (const PolicyInfo& info : PagingPolicies()) {
+    if (info.name == name) return info;
+  }
+  std::vector<std::string> names;
+  for (const PolicyInfo& info : PagingPolicies()) names.push_back(info.name);
+  ThrowInputError("unknown paging policy '{}', expected one of: {}", name, fmt::join(names, ", "));
+}
+
+std::unique_ptr<PagingPolicy> MakePagingPolicy(std::string_view name) {
+  FindPagingPolicy(name);
+  for (const Entry& e : Entries()) {
+    if (e.info.name == name) return e.factory();
+  }
+  return nullptr;
+}
+
+}  // namespace kvsim::paging

@@ -1,0 +1,27 @@
+#pragma once
+// Paging policies by name. Each policy is one file in policies/paging/ defining a factory, listed
+// once in policies/paging/all.def.
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sim/paging/engine.h"
+
+namespace kvsim::paging {
+
+// Which prediction bits a policy reads (sim/paging/predictions.h).
+enum class Predictions { kNone, kDiscard, kPhase };
+
+struct PolicyInfo {
+  std::string name;
+  Predictions predictions = Predictions::kNone;
+};
+
+// Every registered policy, in all.def order.
+const std::vector<PolicyInfo>& PagingPolicies();
+// Throws InputError listing the known names if `name` is unknown.
+const PolicyInfo& FindPagingPolicy(std::string_view name);
+std::unique_ptr<PagingPolicy> MakePagingPolicy(std::string_view name);
+
+}  // namespace kvsim::paging

@@ -1,0 +1,159 @@
+// `kvsim requests` and `kvsim paging` end to end: outputs match the library, CSV columns match
+// analysis/RESULTS_FORMAT.md, bad input exits 2 naming the problem and leaves no output.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "common/atomic_file.h"
+#include "sim/paging/extract.h"
+#include "sim/paging/request_sequence.h"
+#include "tests/common/test_util.h"
+#include "traces/trace_io.h"
+
+namespace kvsim {
+namespace {
+
+using testing::RunKvsim;
+using testing::ShellQuote;
+using testing::TempDir;
+
+// A 2-layer random trace written as float32 so extraction from the file is exact.
+std::string WriteTinyTrace(const TempDir& dir) {
+  traces::TraceMeta meta;
+  meta.shape = {.name = "tiny",
+                .layers = 2,
+                .q_heads = 4,
+                .kv_heads = 2,
+                .head_dim = 8,
+                .rope_theta = 10000.0,
+                .kv_bytes_per_element = 2};
+  meta.prompt_len = 8;
+  meta.total_len = 40;
+  meta.storage = traces::StorageType::kFloat32;
+  meta.source = "test:paging";
+  meta.token_ids.assign(40, 1);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  std::vector<traces::LayerTensors> layers(2);
+  for (auto& layer : layers) {
+    layer.queries = HeadTensor(4, 40, 8);
+    layer.keys = HeadTensor(2, 40, 8);
+    layer.values = HeadTensor(2, 40, 8);
+    for (size_t i = 0; i < layer.queries.size(); ++i) layer.queries.data()[i] = normal(rng);
+    for (size_t i = 0; i < layer.keys.size(); ++i) layer.keys.data()[i] = normal(rng);
+  }
+  const std::string path = dir.File("tiny.h5");
+  traces::TraceWriterOptions options;
+  options.storage = traces::StorageType::kFloat32;
+  traces::WriteTrace(path, traces::Trace(meta, std::move(layers)), options);
+  return path;
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::istringstream in(ReadFileToString(path));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+TEST(RequestsCli, PlainOutputEqualsLibraryExtraction) {
+  TempDir dir;
+  const std::string trace = WriteTinyTrace(dir);
+  const auto r = RunKvsim("requests " + ShellQuote(trace) + " -o " + ShellQuote(dir.File("r.txt")) +
+                          " --rule coverage:0.7 --streams both");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  paging::ExtractOptions options;
+  options.rule = paging::RequestRule::kCoverage;
+  options.coverage = 0.7;
+  options.streams = paging::StreamSet::kBoth;
+  EXPECT_EQ(paging::ReadRequestsFile(dir.File("r.txt")),
+            paging::ExtractRequests(traces::ReadTrace(trace), options));
+}
+
+TEST(RequestsCli, LibCacheSimFormatsWriteOneFilePerStream) {
+  TempDir dir;
+  const std::string trace = WriteTinyTrace(dir);
+  auto r = RunKvsim("requests " + ShellQuote(trace) + " -o " + ShellQuote(dir.File("r.bin")) +
+                    " --format oracle --rule topk:4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // 2 layers x 2 KV heads, 32 decode steps of 4 requests each.
+  for (const char* stream : {"L0H0", "L0H1", "L1H0", "L1H1"}) {
+    EXPECT_EQ(paging::ReadOracleGeneral(dir.File(std::string("r.") + stream + ".bin")).size(),
+              32u * 4u);
+  }
+  r = RunKvsim("requests " + ShellQuote(trace) + " -o " + ShellQuote(dir.File("m.csv")) +
+               " --format csv --rule topk:4 --streams merged --page-tokens 4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = Lines(dir.File("m.csv"));
+  ASSERT_GE(lines.size(), 33u);
+  EXPECT_EQ(lines[0], "time,obj_id,obj_size");
+  // 4-token pages over 2 layers x 2 KV heads: 4 tokens * (K + V) * 8 dims * 2 bytes * 4 = 512.
+  EXPECT_EQ(lines[1].substr(lines[1].rfind(',') + 1), "512");
+}
+
+TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
+  TempDir dir;
+  const std::string trace = WriteTinyTrace(dir);
+  const auto r = RunKvsim("paging " + ShellQuote(trace) + " -o " + ShellQuote(dir.path()) +
+                          " --rule topk:4 --cache-sizes 4,6,10 --error-rates 0,0.25 --seeds 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto mrc = Lines(dir.File("paging_mrc.csv"));
+  ASSERT_FALSE(mrc.empty());
+  EXPECT_EQ(mrc[0],
+            "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
+            "competitive_ratio,fetched_bytes");
+  // 4 streams x 2 modes x 9 policies x 3 sizes.
+  EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 9 * 3);
+  const auto pred = Lines(dir.File("paging_predictions.csv"));
+  EXPECT_EQ(pred[0], "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1");
+  // 4 streams x 3 sizes x 2 prediction policies x 2 rates x 2 seeds.
+  EXPECT_EQ(pred.size(), 1u + 4 * 3 * 2 * 2 * 2);
+  EXPECT_NE(r.out.find("L1H1"), std::string::npos);
+}
+
+TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
+  TempDir dir;
+  paging::RequestSequence seq;
+  seq.stream = "s";
+  seq.page_bytes = 10;
+  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
+  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  const auto r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
+                          ShellQuote(dir.path()) + " --cache-sizes 3 --policies lru,opt");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto mrc = Lines(dir.File("paging_mrc.csv"));
+  ASSERT_EQ(mrc.size(), 5u);
+  // LRU 6 faults; Belady 5 (at page 4 it evicts 1, never used again): 60 and 50 bytes.
+  EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60");
+  EXPECT_EQ(mrc[2], "s,offload,opt,3,7,5,0.7142857142857143,5,1,50");
+  // Pure eviction: LRU loses page 2 (1 miss); the flow optimum keeps 1, 2 and drops 3: 0.
+  EXPECT_EQ(mrc[3], "s,evict,lru,3,7,1,0.14285714285714285,0,,0");
+  EXPECT_EQ(mrc[4], "s,evict,opt,3,7,0,0,0,,0");
+}
+
+TEST(PagingCli, BadInputExitsTwoNamingItAndLeavesNoOutput) {
+  TempDir dir;
+  WriteFileAtomically(dir.File("junk.txt"), "hello\n");
+  std::filesystem::create_directory(dir.path() / "out");
+  const std::string out = ShellQuote((dir.path() / "out").string());
+  auto r = RunKvsim("paging " + ShellQuote(dir.File("junk.txt")) + " -o " + out);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("junk.txt"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("kvsim-requests 1"), std::string::npos) << r.err;
+  paging::RequestSequence seq;
+  seq.AddStep(0, std::vector<uint64_t>{1});
+  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + out + " --policies lru,belady");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'belady'"), std::string::npos) << r.err;
+  r = RunKvsim("requests " + ShellQuote(dir.File("junk.txt")) + " -o " +
+               ShellQuote(dir.File("out/x.txt")) + " --rule topk:0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--rule 'topk:0'"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path() / "out"));
+}
+
+}  // namespace
+}  // namespace kvsim
