@@ -3,6 +3,7 @@
 // accessor returns an Eigen view that is valid while the Trace lives.
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -85,9 +86,19 @@ class Trace {
   // Copies one (layer, KV head) with its query heads out of the trace.
   KvHeadSlice Slice(int layer, int kv_head) const;
 
+  // Attention-Gate keep (1) / evict (0) flags (the optional dataset /gate_flags, FORMAT.md),
+  // [layers, kv_heads, T] flattened; empty when the trace has none. TraceReader::ReadAll fills
+  // them; they are not part of TraceMeta.
+  bool has_gate_flags() const { return !gate_flags_.empty(); }
+  // The T flags of one (layer, KV head). REQUIRES has_gate_flags().
+  std::span<const uint8_t> GateFlags(int layer, int kv_head) const;
+  // REQUIRES flags.size() == layers * kv_heads * T (asserted), or empty to clear.
+  void set_gate_flags(std::vector<uint8_t> flags);
+
  private:
   TraceMeta meta_;
   std::vector<LayerTensors> layers_;
+  std::vector<uint8_t> gate_flags_;
 };
 
 }  // namespace kvsim::traces

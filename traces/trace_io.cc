@@ -843,7 +843,18 @@ Trace TraceReader::ReadAll() const {
   std::vector<LayerTensors> layers;
   layers.reserve(static_cast<size_t>(meta().shape.layers));
   for (int l = 0; l < meta().shape.layers; ++l) layers.push_back(ReadLayer(l));
-  return Trace(meta(), std::move(layers));
+  Trace trace(meta(), std::move(layers));
+  if (has_gate_flags()) {
+    std::vector<uint8_t> flags;
+    for (int l = 0; l < meta().shape.layers; ++l) {
+      for (int h = 0; h < meta().shape.kv_heads; ++h) {
+        const std::vector<uint8_t> head = ReadGateFlags(l, h);
+        flags.insert(flags.end(), head.begin(), head.end());
+      }
+    }
+    trace.set_gate_flags(std::move(flags));
+  }
+  return trace;
 }
 
 Trace ReadTrace(const std::string& path) { return TraceReader(path).ReadAll(); }

@@ -1,0 +1,48 @@
+#pragma once
+// Rows of sweep.csv (analysis/RESULTS_FORMAT.md): one per (trace, policy, params, budget) cell and
+// layer, plus one `layer = all` row per cell. Written atomically, columns exactly as documented.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "analysis/metrics.h"
+
+namespace kvsim::analysis {
+
+struct ResultRow {
+  std::string trace;           // basename
+  std::string policy;          // registry name
+  std::string params;          // non-default parameters, key=value;...
+  std::string budget;          // as given ("256", "0.25p")
+  double budget_tokens = 0.0;  // per (layer, stream); mean over layers in the `all` row
+  std::string regime;          // "bounded" / "prefill"
+  std::string layer;           // index or "all"
+  int64_t steps = 0;
+  Summary mass_recall;
+  Summary rel_l2_error;
+  Summary cosine;
+  std::array<double, kTopK.size()> top_recall_mean{};
+  double resident_tokens_mean = 0.0;
+  int64_t resident_tokens_peak = 0;
+  double kv_bytes_mean = 0.0;
+  int64_t kv_bytes_peak = 0;
+};
+
+class ResultTable {
+ public:
+  // The sweep.csv header, in order.
+  static const std::vector<std::string>& Header();
+  void Add(ResultRow row) { rows_.push_back(std::move(row)); }
+  void Append(const ResultTable& other);
+  const std::vector<ResultRow>& rows() const { return rows_; }
+  // One row's fields, in Header() order (numbers round-trip; NaN = empty field).
+  static std::vector<std::string> Fields(const ResultRow& row);
+  // Writes sweep.csv atomically. Throws InputError naming the path on failure.
+  void WriteCsv(const std::filesystem::path& path) const;
+
+ private:
+  std::vector<ResultRow> rows_;
+};
+
+}  // namespace kvsim::analysis

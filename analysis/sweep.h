@@ -1,0 +1,78 @@
+#pragma once
+// Sweeps: every (trace, policy, budget) cell replayed layer by layer, in parallel, sharing the
+// expensive per-layer work across cells (full-cache attention, prompt attention statistics).
+//
+// Parallelism (TBB, inside a task_arena of `threads`): layers are processed in groups of
+// `threads`; for a group, each layer's FullCacheAttention is computed once (parallel over query
+// heads), then every (layer, cell) pair replays as one task writing its own result slot. Rows
+// are assembled afterwards in plan order, so the numbers are identical for any thread count.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "analysis/result_table.h"
+#include "policies/policy_params.h"
+#include "sim/budget.h"
+#include "sim/memory_ledger.h"
+#include "traces/trace.h"
+
+namespace kvsim::analysis {
+
+struct PolicySpec {
+  std::string name;
+  policies::PolicyParams params;
+};
+
+struct SweepPlan {
+  std::vector<std::string> traces;  // trace file paths (Run() reads them)
+  std::vector<PolicySpec> policies;
+  std::vector<sim::Budget> budgets;
+  sim::ReplayOptions options;
+  int threads = 0;        // 0 = every core TBB sees
+  bool progress = false;  // progress bar on stderr (drawn only on a terminal)
+
+  // Throws InputError if a list is empty, a policy is unknown or its parameters are invalid.
+  void Validate() const;
+  int EffectiveThreads() const;
+};
+
+// Reads a sweep file (TOML). Keys: traces = ["a.h5", ...] (relative to the file's directory),
+// budgets = ["256", "0.25p", 512] (strings or integers), regime = "bounded" | "prefill",
+// gqa = "kv-head" | "query-head", evict = "after-attend" | "before-attend", seed = 0,
+// threads = 0, and either policies = ["full", "h2o"] or [[policy]] tables with name = "h2o" and
+// an optional params = { recent_ratio = 0.3 } (values: strings, numbers or booleans).
+// Throws InputError naming the file and the key for anything else.
+SweepPlan ReadSweepFile(const std::filesystem::path& path);
+
+struct CellKey {
+  std::string policy;
+  std::string params;  // non-default key=value;...
+  sim::Budget budget;
+};
+
+struct SweepResult {
+  ResultTable table;
+  // Per cell (policy-major, then budget), per trace in order: the layers' ledgers merged.
+  std::vector<sim::MemoryLedger> ledgers;
+  std::vector<CellKey> cells;
+  double wall_seconds = 0.0;
+};
+
+// Replays every cell of `plan` on an in-memory trace named `trace_name` in the CSV.
+SweepResult RunSweepOnTrace(const SweepPlan& plan,
+                            const traces::Trace& trace,
+                            std::string_view trace_name);
+// Reads each plan trace (one at a time) and replays every cell on it.
+SweepResult RunSweep(const SweepPlan& plan);
+
+// sweep.csv and sweep.json (analysis/RESULTS_FORMAT.md) in `dir`, each written atomically.
+void WriteSweepOutputs(const std::filesystem::path& dir,
+                       const SweepPlan& plan,
+                       const SweepResult& result,
+                       std::string_view command);
+// memory.csv: one row per ledger sample, sorted by (step, layer, category).
+void WriteMemoryCsv(const std::filesystem::path& path, const sim::MemoryLedger& ledger);
+
+}  // namespace kvsim::analysis

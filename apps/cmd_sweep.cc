@@ -1,0 +1,142 @@
+// `kvsim sweep [--config sweep.toml] [--trace T]... [--policy P]... [--budget B]... --out DIR`:
+// replays every policy x budget x trace cell (sharing full attention across cells) and writes
+// DIR/sweep.csv and DIR/sweep.json (analysis/RESULTS_FORMAT.md). Identical numbers for any
+// --threads.
+#include <fmt/core.h>
+
+#include <string>
+#include <vector>
+
+#include "analysis/sweep.h"
+#include "apps/command.h"
+#include "common/error.h"
+#include "policies/registry.h"
+#include "sim/budget.h"
+#include "traces/trace_io.h"
+
+namespace kvsim::apps {
+namespace {
+
+struct SweepArgs {
+  std::string config;
+  std::vector<std::string> traces;
+  std::vector<std::string> policies;
+  std::vector<std::string> budgets;
+  std::vector<std::string> params;  // policy:key=value
+  std::string regime;
+  std::string gqa;
+  std::string evict;
+  int64_t seed = -1;
+  int threads = -1;
+  std::string out;
+};
+
+// The command line as parsed (for sweep.json), flags in a fixed order.
+std::string CommandLine(const SweepArgs& args) {
+  std::string line = "kvsim sweep";
+  const auto add = [&](const char* flag, const std::string& value) {
+    if (!value.empty()) line += fmt::format(" {} {}", flag, value);
+  };
+  add("--config", args.config);
+  for (const auto& v : args.traces) add("--trace", v);
+  for (const auto& v : args.policies) add("--policy", v);
+  for (const auto& v : args.budgets) add("--budget", v);
+  for (const auto& v : args.params) add("--param", v);
+  add("--regime", args.regime);
+  add("--gqa", args.gqa);
+  add("--evict", args.evict);
+  if (args.seed >= 0) add("--seed", std::to_string(args.seed));
+  if (args.threads >= 0) add("--threads", std::to_string(args.threads));
+  add("--out", args.out);
+  return line;
+}
+
+// `--policy all`: every registered policy, except `gate` when a trace lacks the Attention-Gate
+// flags it replays (/gate_flags, traces/FORMAT.md); the skip is reported, not silent.
+std::vector<std::string> ApplicablePolicies(const std::vector<std::string>& traces) {
+  bool all_have_gate_flags = !traces.empty();
+  for (const std::string& path : traces) {
+    all_have_gate_flags = all_have_gate_flags && traces::TraceReader(path).has_gate_flags();
+  }
+  std::vector<std::string> names;
+  for (const std::string& name : policies::PolicyNames()) {
+    if (name == "gate" && !all_have_gate_flags) {
+      fmt::print("--policy all: skipping 'gate' (a trace has no /gate_flags to replay)\n");
+      continue;
+    }
+    names.push_back(name);
+  }
+  return names;
+}
+
+void RunSweepCommand(const SweepArgs& args) {
+  analysis::SweepPlan plan;
+  if (!args.config.empty()) plan = analysis::ReadSweepFile(args.config);
+  plan.traces.insert(plan.traces.end(), args.traces.begin(), args.traces.end());
+  for (const std::string& name : args.policies) {
+    if (name == "all") {
+      for (const std::string& registered : ApplicablePolicies(plan.traces)) {
+        plan.policies.push_back({registered, {}});
+      }
+    } else {
+      plan.policies.push_back({name, {}});
+    }
+  }
+  for (const std::string& b : args.budgets)
+    plan.budgets.push_back(sim::Budget::Parse(b, "--budget"));
+  for (const std::string& item : args.params) {
+    const size_t colon = item.find(':');
+    const size_t eq = item.find('=');
+    if (colon == std::string::npos || colon == 0 || eq == std::string::npos || eq < colon) {
+      ThrowInputError(
+          "--param '{}' is not valid: expected policy:key=value, e.g. h2o:recent_ratio=0.3", item);
+    }
+    const std::string policy = item.substr(0, colon);
+    bool found = false;
+    for (analysis::PolicySpec& spec : plan.policies) {
+      if (spec.name != policy) continue;
+      spec.params.Set(item.substr(colon + 1, eq - colon - 1), item.substr(eq + 1));
+      found = true;
+    }
+    if (!found) {
+      ThrowInputError("--param '{}': policy '{}' is not in the sweep", item, policy);
+    }
+  }
+  if (!args.regime.empty()) plan.options.regime = sim::ParseRegime(args.regime, "--regime");
+  if (!args.gqa.empty()) plan.options.gqa_mode = sim::ParseGqaMode(args.gqa, "--gqa");
+  if (!args.evict.empty()) plan.options.timing = sim::ParseEvictTiming(args.evict, "--evict");
+  if (args.seed >= 0) plan.options.seed = static_cast<uint64_t>(args.seed);
+  if (args.threads >= 0) plan.threads = args.threads;
+  plan.progress = true;
+  plan.Validate();
+  if (!std::filesystem::is_directory(args.out)) {
+    ThrowInputError("--out '{}' is not a directory (create it first)", args.out);
+  }
+  const analysis::SweepResult result = analysis::RunSweep(plan);
+  analysis::WriteSweepOutputs(args.out, plan, result, CommandLine(args));
+  fmt::print("{} rows ({} cells) in {:.2f} s -> {}/sweep.csv, sweep.json\n",
+             result.table.rows().size(), result.cells.size() * plan.traces.size(),
+             result.wall_seconds, args.out);
+}
+
+}  // namespace
+
+void RegisterSweepCommand(CLI::App& app) {
+  auto args = std::make_shared<SweepArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "sweep", "Replay policies x budgets x traces; write tidy sweep.csv + sweep.json.");
+  cmd->add_option("--config", args->config, "sweep file (TOML); flags add to / override it");
+  cmd->add_option("--trace", args->traces, "trace file (repeatable)");
+  cmd->add_option("--policy", args->policies, "policy name (repeatable); `all` = every registered policy");
+  cmd->add_option("--budget", args->budgets, "budget: 256 or 0.25p (repeatable)");
+  cmd->add_option("--param", args->params, "policy parameter policy:key=value (repeatable)");
+  cmd->add_option("--regime", args->regime, "bounded (default) or prefill");
+  cmd->add_option("--gqa", args->gqa, "kv-head (default) or query-head");
+  cmd->add_option("--evict", args->evict, "after-attend (default) or before-attend");
+  cmd->add_option("--seed", args->seed, "base seed (default 0)");
+  cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores (default)");
+  cmd->add_option("--out", args->out, "output directory (must exist)")->required();
+  cmd->callback([args] { RunSweepCommand(*args); });
+}
+
+}  // namespace kvsim::apps

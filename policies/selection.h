@@ -1,0 +1,25 @@
+#pragma once
+// Small helpers shared by policy implementations: ranking candidates into victims and reducing a
+// stream's attention over its query heads. Deterministic: ties break by position.
+#include <Eigen/Dense>
+#include <cstdint>
+#include <vector>
+
+#include "policies/eviction_policy.h"
+
+namespace kvsim::policies {
+
+struct Candidate {
+  double score = 0.0;  // higher = more worth keeping
+  int64_t position = 0;
+};
+
+// Appends to `victims` the `count` candidates with the lowest score; among equal scores the
+// older (smaller) position goes first. Reorders `candidates`. REQUIRES count <= size.
+void TakeLowest(std::vector<Candidate>& candidates, int64_t count, std::vector<int64_t>* victims);
+
+// Per resident slot of `stream`: the mean of its query heads' attention weights (the GQA group
+// mean of card section 0; a single row in GqaMode::kQueryHead). REQUIRES stream.attention.
+Eigen::VectorXf GroupMeanAttention(const StreamView& stream);
+
+}  // namespace kvsim::policies

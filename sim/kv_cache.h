@@ -1,0 +1,117 @@
+#pragma once
+// One stream's KV cache: the resident tokens of one (layer, KV head), or of one (layer, query
+// head) in GqaMode::kQueryHead. The cache is the only code that removes or rewrites entries: a
+// policy proposes an EvictionDecision, the cache applies it and asserts the budget (libCacheSim's
+// split of asking from doing).
+//
+// Layout: resident entries live in slots [0, size()) with their K/V rows in two contiguous
+// matrices, so attention over the resident set is one matrix product. Removal moves the last
+// slot into the hole, so slot order is NOT position order; identify tokens by position (unique
+// within a stream), never by slot across steps.
+//
+// Thread-safety: none; one replay task owns a cache.
+#include <Eigen/Dense>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/tensor.h"
+
+namespace kvsim::sim {
+
+// Storage precision of an entry. Quantized tiers (KIVI, MiKV) set kQuantized through an
+// EntryRewrite that holds the fake-quantized K/V (sim/quantization.h); their bytes reach the
+// memory ledger under kv_quantized / quant_metadata through EvictionPolicy::TierBytes.
+enum class PrecisionTier : uint8_t { kFull, kQuantized };
+const char* PrecisionTierName(PrecisionTier tier);
+
+struct CacheEntry {
+  int64_t position = 0;  // token position in the trace, unique within a stream
+  PrecisionTier tier = PrecisionTier::kFull;
+  int32_t merge_count = 0;  // tokens merged into this entry by rewrites (D2O); 0 = pristine
+  // True while K/V are exactly the trace's rows for `position` (no rewrite, full precision).
+  bool pristine() const { return merge_count == 0 && tier == PrecisionTier::kFull; }
+};
+
+// Replace the K/V of a resident entry (D2O merges evicted tokens into their nearest survivor;
+// KIVI / MiKV store the dequantized values of a demoted entry with merged_tokens = 0).
+struct EntryRewrite {
+  int64_t position = 0;
+  Eigen::VectorXf key;        // head_dim
+  Eigen::VectorXf value;      // head_dim
+  int32_t merged_tokens = 1;  // added to the entry's merge_count
+  // The entry's new tier (KIVI / MiKV demotion); unset = unchanged.
+  std::optional<PrecisionTier> tier = std::nullopt;
+};
+
+// What a policy asks the cache to do to one stream at an evict phase. Applied in this order:
+// rewrites (so merges can read victims that are still resident), then removal of `victims`.
+struct EvictionDecision {
+  std::vector<int64_t> victims;  // positions, each resident, no duplicates
+  std::vector<EntryRewrite> rewrites;
+  void Clear() {
+    victims.clear();
+    rewrites.clear();
+  }
+};
+
+class KvCache {
+ public:
+  // `max_positions`: one past the largest position that will ever be appended (the trace's T);
+  // storage for that many rows is reserved up front so appends never reallocate.
+  KvCache(int head_dim, int64_t max_positions);
+
+  int head_dim() const { return head_dim_; }
+  int64_t size() const { return size_; }
+  int64_t peak_size() const { return peak_size_; }
+
+  // Resident entries and their K/V rows, slot order, size() rows. Views are valid until the next
+  // mutating call.
+  std::span<const CacheEntry> entries() const {
+    return {entries_.data(), static_cast<size_t>(size_)};
+  }
+  auto Keys() const { return keys_.topRows(size_); }
+  auto Values() const { return values_.topRows(size_); }
+  int64_t Position(int64_t slot) const { return entries_[static_cast<size_t>(slot)].position; }
+
+  bool Contains(int64_t position) const { return SlotOf(position) >= 0; }
+  // Slot of a resident position, or -1.
+  int64_t SlotOf(int64_t position) const;
+  // Resident positions in increasing order (allocates; for tests, metrics and policies that need
+  // position order).
+  std::vector<int64_t> SortedPositions() const;
+  int64_t CountTier(PrecisionTier tier) const;
+
+  // Budget: size() <= budget_tokens + slack_tokens must hold after every Apply(). Set by the
+  // replay engine (prefill-regime decode steps raise it by one per appended token).
+  int64_t budget_tokens() const { return budget_tokens_; }
+  void set_budget_tokens(int64_t tokens) { budget_tokens_ = tokens; }
+  int64_t slack_tokens() const { return slack_tokens_; }
+  void set_slack_tokens(int64_t tokens) { slack_tokens_ = tokens; }
+  bool OverBudget() const { return size_ > budget_tokens_ + slack_tokens_; }
+
+  // Admits a token (a prefill or decode step). key/value point at head_dim floats.
+  // REQUIRES: position < max_positions and not resident.
+  void Append(int64_t position, const float* key, const float* value);
+  // Applies a policy's decision (rewrites, then removals), then asserts the budget.
+  // KVSIM_ASSERT fails if a victim or rewrite target is not resident, a victim repeats, or the
+  // cache is still over budget afterwards.
+  void Apply(const EvictionDecision& decision);
+
+ private:
+  void Remove(int64_t position);
+
+  int head_dim_;
+  int64_t max_positions_;
+  int64_t size_ = 0;
+  int64_t peak_size_ = 0;
+  int64_t budget_tokens_ = 0;
+  int64_t slack_tokens_ = 0;
+  RowMatrixXf keys_;    // max_positions x head_dim, rows [0, size_) resident
+  RowMatrixXf values_;  // same
+  std::vector<CacheEntry> entries_;
+  std::vector<int64_t> slot_of_;  // position -> slot or -1
+};
+
+}  // namespace kvsim::sim

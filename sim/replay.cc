@@ -1,0 +1,402 @@
+#include "sim/replay.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+
+#include "common/error.h"
+
+namespace kvsim::sim {
+namespace {
+
+using policies::EvictionPolicy;
+using policies::StreamView;
+
+// State of one layer's replay: the caches, the views handed to the policy and the observer,
+// and the scratch matrices they point into.
+class LayerRun {
+ public:
+  LayerRun(const LayerReplayInput& input, EvictionPolicy& policy, ReplayObserver* observer)
+      : in_(input),
+        policy_(policy),
+        observer_(observer),
+        trace_(*input.trace),
+        layer_(trace_.layer(input.layer)),
+        shape_(trace_.shape()),
+        prompt_len_(trace_.meta().prompt_len),
+        total_len_(trace_.meta().total_len),
+        query_head_mode_(input.options.gqa_mode == GqaMode::kQueryHead),
+        num_streams_(query_head_mode_ ? shape_.q_heads : shape_.kv_heads),
+        queries_per_stream_(query_head_mode_ ? 1 : shape_.GroupSize()),
+        scale_(1.0f / std::sqrt(static_cast<float>(shape_.head_dim))) {
+    result_.layer = input.layer;
+    caches_.reserve(static_cast<size_t>(num_streams_));
+    const int64_t slack = policy.BudgetSlackTokens();
+    KVSIM_ASSERT(slack >= 0, "policy {} declares negative slack {}", policy.Name(), slack);
+    for (int s = 0; s < num_streams_; ++s) {
+      caches_.emplace_back(shape_.head_dim, total_len_);
+      caches_.back().set_budget_tokens(input.budget_tokens);
+      caches_.back().set_slack_tokens(slack);
+    }
+    attention_.resize(static_cast<size_t>(num_streams_));
+    views_.resize(static_cast<size_t>(num_streams_));
+    for (int s = 0; s < num_streams_; ++s) {
+      StreamView& v = views_[static_cast<size_t>(s)];
+      v.stream = s;
+      v.kv_head = query_head_mode_ ? s / shape_.GroupSize() : s;
+      v.first_q_head = s * queries_per_stream_;
+      v.num_q_heads = queries_per_stream_;
+      v.cache = &caches_[static_cast<size_t>(s)];
+    }
+    budgets_.resize(static_cast<size_t>(num_streams_));
+    min_victims_.resize(static_cast<size_t>(num_streams_));
+    decisions_.resize(static_cast<size_t>(num_streams_));
+    outputs_.resize(shape_.q_heads, shape_.head_dim);
+    query_rows_.resize(queries_per_stream_, shape_.head_dim);
+    if (trace_.has_gate_flags()) {
+      for (int kv = 0; kv < shape_.kv_heads; ++kv) {
+        gate_flags_.push_back(trace_.GateFlags(input.layer, kv));
+      }
+    }
+    reports_tiers_ = policy_.TierBytes(views_).has_value();
+  }
+
+  LayerReplayResult Run() {
+    if (auto* oracle = dynamic_cast<policies::OraclePolicy*>(&policy_)) {
+      KVSIM_ASSERT(in_.future != nullptr, "policy {} needs a FutureView and none was given",
+                   policy_.Name());
+      oracle->AttachFuture(*in_.future);
+    }
+    EventQueue queue;
+    std::vector<int64_t> cuts = {0, prompt_len_};  // prefill block boundaries
+    // A turn arrives at the first position of its earliest segment.
+    for (const traces::Segment& segment : trace_.meta().segments) {
+      const auto [it, inserted] =
+          arrival_roles_.try_emplace(segment.turn, segment.begin, segment.role);
+      if (!inserted && segment.begin < it->second.first) {
+        it->second = {segment.begin, segment.role};
+      }
+    }
+    for (const auto& [turn, arrival] : arrival_roles_) {
+      queue.Push(Event{.step = arrival.first,
+                       .phase = Phase::kArrival,
+                       .type = EventType::kTurnArrival,
+                       .begin = arrival.first,
+                       .end = turn});
+      if (in_.options.prefill_block > 0 && arrival.first < prompt_len_) {
+        cuts.push_back(arrival.first);
+      }
+    }
+    for (int64_t p = in_.options.prefill_block; in_.options.prefill_block > 0 && p < prompt_len_;
+         p += in_.options.prefill_block) {
+      cuts.push_back(p);
+    }
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+      queue.Push(Event{.step = cuts[i + 1] - 1,
+                       .phase = Phase::kPrefill,
+                       .type = EventType::kPrefillBlock,
+                       .begin = cuts[i],
+                       .end = cuts[i + 1]});
+    }
+    const bool bounded = in_.options.regime == Regime::kBounded;
+    const bool evict_each_step = bounded || policy_.ActsEveryStep();
+    const Phase evict_phase =
+        in_.options.timing == EvictTiming::kAfterAttend ? Phase::kEvict : Phase::kEvictEarly;
+    for (int64_t t = prompt_len_; t < total_len_; ++t) {
+      queue.Push(Event{.step = t, .phase = Phase::kAppend, .type = EventType::kDecodeAppend});
+      queue.Push(Event{.step = t, .phase = Phase::kAttend, .type = EventType::kAttend});
+      if (evict_each_step) {
+        queue.Push(Event{.step = t, .phase = evict_phase, .type = EventType::kEvict});
+      }
+      queue.Push(Event{.step = t, .phase = Phase::kMeasure, .type = EventType::kMeasure});
+      queue.Push(Event{.step = t, .phase = Phase::kLedger, .type = EventType::kLedgerSample});
+    }
+    while (!queue.empty()) Dispatch(queue.Pop());
+    const int64_t samples = result_.steps * num_streams_;
+    result_.resident_tokens_mean =
+        samples == 0 ? 0.0 : resident_sum_ / static_cast<double>(samples);
+    return std::move(result_);
+  }
+
+ private:
+  void Dispatch(const Event& e) {
+    switch (e.type) {
+      case EventType::kPrefillBlock:
+        return Prefill(e.begin, e.end);
+      case EventType::kDecodeAppend:
+        return Append(e.step);
+      case EventType::kAttend:
+        return Attend(e.step);
+      case EventType::kEvict:
+        return Evict(e.step, /*after_prefill=*/false);
+      case EventType::kMeasure:
+        return Measure(e.step);
+      case EventType::kLedgerSample:
+        return Ledger(e.step);
+      case EventType::kTurnArrival:
+        return result_.turn_arrivals.push_back(
+            TurnArrival{.position = e.begin,
+                        .turn = static_cast<int32_t>(e.end),
+                        .role = arrival_roles_.at(static_cast<int32_t>(e.end)).second});
+    }
+  }
+
+  void Prefill(int64_t begin, int64_t end) {
+    for (int s = 0; s < num_streams_; ++s) {
+      const int kv = views_[static_cast<size_t>(s)].kv_head;
+      for (int64_t pos = begin; pos < end; ++pos) {
+        caches_[static_cast<size_t>(s)].Append(pos, layer_.keys.Row(kv, pos),
+                                               layer_.values.Row(kv, pos));
+      }
+      views_[static_cast<size_t>(s)].attention = nullptr;
+    }
+    const policies::PrefillView view{.layer = in_.layer,
+                                     .begin = begin,
+                                     .end = end,
+                                     .prompt_len = prompt_len_,
+                                     .streams = views_,
+                                     .attention = in_.prefill,
+                                     .queries = policies::QueryHistory(layer_.queries, end - 1),
+                                     .gate_flags = gate_flags_,
+                                     .segments = trace_.meta().segments};
+    policy_.OnPrefill(view);
+    const int64_t admitted_bytes = KvBytes().total();
+    Evict(end - 1, /*after_prefill=*/true);
+    const KvTierBytes kept = KvBytes();
+    RecordKv(end - 1, LedgerPhase::kPrefill, kept);
+    result_.ledger.Record(end - 1, LedgerPhase::kPrefill, in_.layer,
+                          MemoryCategory::kPrefillTransient, admitted_bytes - kept.total());
+    result_.ledger.Record(end - 1, LedgerPhase::kPrefill, in_.layer, MemoryCategory::kPolicyState,
+                          policy_.StateBytes());
+  }
+
+  void Append(int64_t t) {
+    const bool grow = in_.options.regime == Regime::kPrefill;
+    for (int s = 0; s < num_streams_; ++s) {
+      KvCache& cache = caches_[static_cast<size_t>(s)];
+      const int kv = views_[static_cast<size_t>(s)].kv_head;
+      cache.Append(t, layer_.keys.Row(kv, t), layer_.values.Row(kv, t));
+      if (grow && cache.budget_tokens() < policies::kUnlimitedTokens) {
+        cache.set_budget_tokens(cache.budget_tokens() + 1);
+      }
+    }
+    step_high_water_bytes_ = KvBytes();
+  }
+
+  // Attention of stream s's query heads at step t over its resident set.
+  void ComputeAttention(int s, int64_t t) {
+    const StreamView& v = views_[static_cast<size_t>(s)];
+    const KvCache& cache = caches_[static_cast<size_t>(s)];
+    for (int i = 0; i < queries_per_stream_; ++i) {
+      query_rows_.row(i) = Eigen::Map<const Eigen::RowVectorXf>(
+          layer_.queries.Row(v.first_q_head + i, t), shape_.head_dim);
+    }
+    RowMatrixXf& a = attention_[static_cast<size_t>(s)];
+    a.noalias() = (query_rows_ * cache.Keys().transpose()) * scale_;
+    attend_mask_.assign(static_cast<size_t>(cache.size()), 1);
+    if (policy_.AttendMask(v, t, policies::QueryHistory(layer_.queries, t), attend_mask_)) {
+      KVSIM_ASSERT(std::find(attend_mask_.begin(), attend_mask_.end(), 1) != attend_mask_.end(),
+                   "policy {} masked every resident entry at step {}", policy_.Name(), t);
+      for (int64_t slot = 0; slot < cache.size(); ++slot) {
+        if (attend_mask_[static_cast<size_t>(slot)] == 0) {
+          a.col(slot).setConstant(-std::numeric_limits<float>::infinity());
+        }
+      }
+    }
+    for (int i = 0; i < queries_per_stream_; ++i) {
+      auto row = a.row(i);
+      const float max = row.maxCoeff();
+      row = (row.array() - max).exp();
+      row /= row.sum();
+    }
+    views_[static_cast<size_t>(s)].attention = &a;
+  }
+
+  void Attend(int64_t t) {
+    for (int s = 0; s < num_streams_; ++s) ComputeAttention(s, t);
+    const policies::StepView view{.layer = in_.layer,
+                                  .step = t,
+                                  .prompt_len = prompt_len_,
+                                  .streams = views_,
+                                  .queries = policies::QueryHistory(layer_.queries, t)};
+    policy_.OnStep(view);
+  }
+
+  void Evict(int64_t step, bool after_prefill) {
+    for (int s = 0; s < num_streams_; ++s) {
+      const KvCache& cache = caches_[static_cast<size_t>(s)];
+      budgets_[static_cast<size_t>(s)] = cache.budget_tokens();
+      min_victims_[static_cast<size_t>(s)] =
+          std::max<int64_t>(0, cache.size() - cache.budget_tokens() - cache.slack_tokens());
+      decisions_[static_cast<size_t>(s)].Clear();
+    }
+    const policies::EvictionRequest request{.layer = in_.layer,
+                                            .step = step,
+                                            .after_prefill = after_prefill,
+                                            .streams = views_,
+                                            .budget_tokens = budgets_,
+                                            .min_victims = min_victims_,
+                                            .queries = policies::QueryHistory(layer_.queries, step),
+                                            .prefill = in_.prefill};
+    policy_.SelectVictims(request, decisions_);
+    for (int s = 0; s < num_streams_; ++s) {
+      const EvictionDecision& d = decisions_[static_cast<size_t>(s)];
+      KVSIM_ASSERT(
+          static_cast<int64_t>(d.victims.size()) >= min_victims_[static_cast<size_t>(s)],
+          "policy {} chose {} victims in layer {} stream {} at step {}, at least {} needed",
+          policy_.Name(), d.victims.size(), in_.layer, s, step,
+          min_victims_[static_cast<size_t>(s)]);
+      if (d.victims.empty() && d.rewrites.empty()) continue;
+      caches_[static_cast<size_t>(s)].Apply(d);
+      // The cache changed: attention computed before it no longer lines up with the slots.
+      views_[static_cast<size_t>(s)].attention = nullptr;
+      if (!d.victims.empty()) policy_.OnEvicted(s, d.victims);
+    }
+  }
+
+  void Measure(int64_t t) {
+    ++result_.steps;
+    for (int s = 0; s < num_streams_; ++s) {
+      const KvCache& cache = caches_[static_cast<size_t>(s)];
+      if (views_[static_cast<size_t>(s)].attention == nullptr) ComputeAttention(s, t);
+      const StreamView& v = views_[static_cast<size_t>(s)];
+      outputs_.middleRows(v.first_q_head, queries_per_stream_).noalias() =
+          attention_[static_cast<size_t>(s)] * cache.Values();
+      resident_sum_ += static_cast<double>(cache.size());
+      result_.resident_tokens_peak = std::max(result_.resident_tokens_peak, cache.size());
+    }
+    if (observer_ != nullptr) {
+      observer_->OnMeasure(
+          MeasureView{.layer = in_.layer, .step = t, .streams = views_, .outputs = &outputs_});
+    }
+  }
+
+  void Ledger(int64_t t) {
+    RecordKv(t, LedgerPhase::kDecode, step_high_water_bytes_);
+    if (t == prompt_len_) {
+      result_.ledger.Record(t, LedgerPhase::kDecode, in_.layer, MemoryCategory::kPrefillTransient,
+                            0);
+    }
+    result_.ledger.Record(t, LedgerPhase::kDecode, in_.layer, MemoryCategory::kPolicyState,
+                          policy_.StateBytes());
+  }
+
+  // K/V bytes of every stream by tier (kQueryHead mode: g copies of each KV head): the policy's
+  // exact accounting if it keeps quantized entries, else every resident entry at full precision.
+  KvTierBytes KvBytes() const {
+    if (reports_tiers_) return *policy_.TierBytes(views_);
+    int64_t tokens = 0;
+    for (const KvCache& cache : caches_) tokens += cache.size();
+    return KvTierBytes{.full = tokens * shape_.KvBytesPerTokenPerHead()};
+  }
+
+  void RecordKv(int64_t step, LedgerPhase phase, const KvTierBytes& bytes) {
+    result_.ledger.Record(step, phase, in_.layer, MemoryCategory::kKvFull, bytes.full);
+    if (!reports_tiers_) return;
+    result_.ledger.Record(step, phase, in_.layer, MemoryCategory::kKvQuantized, bytes.quantized);
+    result_.ledger.Record(step, phase, in_.layer, MemoryCategory::kQuantMetadata, bytes.metadata);
+  }
+
+  const LayerReplayInput& in_;
+  EvictionPolicy& policy_;
+  ReplayObserver* observer_;
+  const traces::Trace& trace_;
+  const traces::LayerTensors& layer_;
+  const models::ModelShape& shape_;
+  int64_t prompt_len_;
+  int64_t total_len_;
+  bool query_head_mode_;
+  int num_streams_;
+  int queries_per_stream_;
+  float scale_;
+
+  std::vector<KvCache> caches_;
+  std::vector<RowMatrixXf> attention_;
+  std::vector<StreamView> views_;
+  std::vector<int64_t> budgets_;
+  std::vector<int64_t> min_victims_;
+  std::vector<EvictionDecision> decisions_;
+  RowMatrixXf outputs_;
+  RowMatrixXf query_rows_;
+  KvTierBytes step_high_water_bytes_;
+  std::vector<uint8_t> attend_mask_;                  // scratch for EvictionPolicy::AttendMask
+  std::vector<std::span<const uint8_t>> gate_flags_;  // per KV head; empty without flags
+  bool reports_tiers_ = false;                        // the policy implements TierBytes
+  std::map<int32_t, std::pair<int64_t, std::string>> arrival_roles_;  // turn -> first pos, role
+  double resident_sum_ = 0.0;
+  LayerReplayResult result_;
+};
+
+}  // namespace
+
+LayerReplayResult ReplayLayer(const LayerReplayInput& input,
+                              policies::EvictionPolicy& policy,
+                              ReplayObserver* observer) {
+  KVSIM_ASSERT(input.trace != nullptr, "no trace");
+  KVSIM_ASSERT(input.layer >= 0 && input.layer < input.trace->num_layers(), "layer {} out of range",
+               input.layer);
+  KVSIM_ASSERT(input.budget_tokens >= 0, "negative budget {}", input.budget_tokens);
+  return LayerRun(input, policy, observer).Run();
+}
+
+std::vector<int64_t> PlanLayerBudgets(const traces::Trace& trace,
+                                      std::span<policies::EvictionPolicy* const> layer_policies,
+                                      std::span<const PrefillAttention* const> prefill,
+                                      int64_t uniform_budget_tokens) {
+  const int num_layers = trace.num_layers();
+  KVSIM_ASSERT(static_cast<int>(layer_policies.size()) == num_layers &&
+                   static_cast<int>(prefill.size()) == num_layers,
+               "planning needs one policy and one prefill per layer ({})", num_layers);
+  const int64_t n = trace.meta().prompt_len;
+  std::vector<std::vector<double>> stats(static_cast<size_t>(num_layers));
+  for (int l = 0; l < num_layers; ++l) {
+    const policies::PrefillView view{
+        .layer = l,
+        .begin = 0,
+        .end = n,
+        .prompt_len = n,
+        .streams = {},
+        .attention = prefill[static_cast<size_t>(l)],
+        .queries = policies::QueryHistory(trace.layer(l).queries, n - 1)};
+    stats[static_cast<size_t>(l)] = layer_policies[static_cast<size_t>(l)]->PrefillLayerStats(view);
+  }
+  std::vector<int64_t> budgets(static_cast<size_t>(num_layers));
+  int64_t bounded_sum = 0;
+  int bounded_layers = 0;
+  for (int l = 0; l < num_layers; ++l) {
+    const policies::BudgetPlanView plan{.layer = l,
+                                        .num_layers = num_layers,
+                                        .prompt_len = n,
+                                        .uniform_budget_tokens = uniform_budget_tokens,
+                                        .layer_stats = stats};
+    const int64_t b = layer_policies[static_cast<size_t>(l)]->LayerBudget(plan);
+    KVSIM_ASSERT(b >= 0, "policy {} gave layer {} a negative budget {}",
+                 layer_policies[static_cast<size_t>(l)]->Name(), l, b);
+    budgets[static_cast<size_t>(l)] = b;
+    if (b < policies::kUnlimitedTokens) {
+      bounded_sum += b;
+      ++bounded_layers;
+    }
+  }
+  KVSIM_ASSERT(bounded_sum <= static_cast<int64_t>(bounded_layers) * uniform_budget_tokens,
+               "layer budgets sum to {}, more than {} layers x {}", bounded_sum, bounded_layers,
+               uniform_budget_tokens);
+  return budgets;
+}
+
+uint64_t MixSeed(uint64_t seed, uint64_t index) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (index + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t LayerSeed(uint64_t base_seed, int layer) {
+  return MixSeed(base_seed, static_cast<uint64_t>(layer));
+}
+
+}  // namespace kvsim::sim

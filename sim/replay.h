@@ -1,0 +1,103 @@
+#pragma once
+// The replay engine: one LAYER of one cell (trace x policy x budget x options) replayed decode
+// step by decode step against per-stream KV caches, driven by an EventQueue. Semantics are
+// written down in sim/README.md; in short:
+//  - open loop: queries are those of the full-cache run; at decode step t token t's K/V is
+//    appended, query t attends over the resident set, the observer measures, then the policy
+//    selects victims and the cache removes them (EvictTiming::kBeforeAttend swaps the last two);
+//  - the prompt is admitted as one block, then the policy may compress it to the budget (both
+//    regimes); in Regime::kBounded the budget then holds after every evict phase, in
+//    Regime::kPrefill the cache grows by one token per step;
+//  - layers are independent (open loop), so a sweep replays them in parallel, after
+//    PlanLayerBudgets has run the policies' cross-layer planning hooks.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/tensor.h"
+#include "policies/eviction_policy.h"
+#include "sim/budget.h"
+#include "sim/event_queue.h"
+#include "sim/kv_cache.h"
+#include "sim/memory_ledger.h"
+#include "sim/prefill_attention.h"
+#include "traces/trace.h"
+
+namespace kvsim::sim {
+
+// One measured decode step of one layer, as the observer (analysis::Metrics) receives it. Views
+// are valid only during the call.
+struct MeasureView {
+  int layer = 0;
+  int64_t step = 0;
+  // Every stream with its cache and the attention of its query heads over the resident set at
+  // measure time (after eviction with EvictTiming::kBeforeAttend).
+  std::span<const policies::StreamView> streams;
+  // Attention output over the resident set for every query head of the layer: q_heads x d
+  // (softmax renormalised over resident entries, rewritten entries as they are).
+  const RowMatrixXf* outputs = nullptr;
+};
+
+class ReplayObserver {
+ public:
+  virtual ~ReplayObserver() = default;
+  virtual void OnMeasure(const MeasureView& view) = 0;
+};
+
+struct LayerReplayInput {
+  const traces::Trace* trace = nullptr;
+  int layer = 0;
+  ReplayOptions options;
+  // This layer's budget per stream (from PlanLayerBudgets), or policies::kUnlimitedTokens.
+  int64_t budget_tokens = 0;
+  const PrefillAttention* prefill = nullptr;  // this layer's shared prompt statistics
+  // Required iff the policy is a policies::OraclePolicy (asserted); ignored otherwise.
+  const policies::FutureView* future = nullptr;
+};
+
+// A conversation turn's first position (trace segments), as its arrival event saw it.
+struct TurnArrival {
+  int64_t position = 0;
+  int32_t turn = 0;
+  std::string role;  // role of the turn's first segment
+};
+
+struct LayerReplayResult {
+  int layer = 0;
+  int64_t steps = 0;  // decode steps measured
+  // Resident tokens per stream at each decode step's attention (the step's high-water mark:
+  // budget + 1 in the bounded regime with evict-after-attend): mean over steps and streams, and
+  // the largest over steps and streams.
+  double resident_tokens_mean = 0.0;
+  int64_t resident_tokens_peak = 0;
+  // Memory of this layer by category over time (see MemoryLedger). kv_full is sampled once per
+  // decode step at the step's high-water mark and once after prefill compression; the prompt's
+  // K/V that existed only during prefill is prefill_transient. With several prefill blocks, one
+  // sample per block. Policies with TierBytes add kv_quantized and quant_metadata samples.
+  MemoryLedger ledger;
+  // Turn arrivals in position order (empty unless the trace has segments).
+  std::vector<TurnArrival> turn_arrivals;
+};
+
+// Replays one layer. `policy` must be the instance built for input.layer. `observer` may be null.
+LayerReplayResult ReplayLayer(const LayerReplayInput& input,
+                              policies::EvictionPolicy& policy,
+                              ReplayObserver* observer);
+
+// Runs the planning hooks (PrefillLayerStats on every layer, then LayerBudget on every layer) of
+// one replay. layer_policies[l] and prefill[l] belong to layer l; every layer of the trace must
+// be present. Returns each layer's budget per stream; asserts the sum is at most
+// num_layers * uniform_budget_tokens (kUnlimitedTokens excluded).
+std::vector<int64_t> PlanLayerBudgets(const traces::Trace& trace,
+                                      std::span<policies::EvictionPolicy* const> layer_policies,
+                                      std::span<const PrefillAttention* const> prefill,
+                                      int64_t uniform_budget_tokens);
+
+// The per-layer instance seed: a fixed mix of the base seed and the layer index.
+uint64_t LayerSeed(uint64_t base_seed, int layer);
+// A fixed mix of a seed and an index (SplitMix64 finaliser); for per-stream seeds.
+uint64_t MixSeed(uint64_t seed, uint64_t index);
+
+}  // namespace kvsim::sim

@@ -1,0 +1,166 @@
+// Sweeps: thread-count independence, output files, sweep files and their errors.
+#include "analysis/sweep.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "analysis/csv.h"
+#include "common/atomic_file.h"
+#include "common/test_util.h"
+#include "sim/random_trace.h"
+#include "traces/trace_io.h"
+
+namespace kvsim::analysis {
+namespace {
+
+models::ModelShape TinyShape() {
+  models::ModelShape shape;
+  shape.name = "tiny";
+  shape.layers = 3;
+  shape.q_heads = 4;
+  shape.kv_heads = 2;
+  shape.head_dim = 8;
+  return shape;
+}
+
+SweepPlan GridPlan(int threads) {
+  SweepPlan plan;
+  for (const char* p : {"full", "random", "h2o", "tova", "snapkv", "oracle"}) {
+    plan.policies.push_back({p, {}});
+  }
+  for (const char* b : {"6", "0.25p", "30"}) plan.budgets.push_back(sim::Budget::Parse(b, "t"));
+  plan.options.seed = 5;
+  plan.threads = threads;
+  return plan;
+}
+
+std::string CsvText(const SweepResult& result, const testing::TempDir& dir, const char* name) {
+  result.table.WriteCsv(dir.path() / name);
+  return ReadFileToString(dir.path() / name);
+}
+
+TEST(Sweep, OneAndTwoThreadsWriteIdenticalCsv) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 64, 17);
+  testing::TempDir dir;
+  const std::string one = CsvText(RunSweepOnTrace(GridPlan(1), trace, "t.h5"), dir, "1.csv");
+  const std::string two = CsvText(RunSweepOnTrace(GridPlan(2), trace, "t.h5"), dir, "2.csv");
+  EXPECT_EQ(one, two);
+  const CsvTable table = CsvTable::Parse(one, "sweep.csv");
+  EXPECT_EQ(table.header(), ResultTable::Header());
+  EXPECT_EQ(table.num_rows(), 6u * 3u * 4u);  // cells x (3 layers + all)
+}
+
+TEST(Sweep, RowsFollowPlanOrderWithAllRowLast) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 44, 18);
+  SweepPlan plan = GridPlan(1);
+  plan.policies.resize(2);
+  plan.budgets.resize(2);
+  const SweepResult result = RunSweepOnTrace(plan, trace, "t.h5");
+  const auto& rows = result.table.rows();
+  ASSERT_EQ(rows.size(), 16u);
+  EXPECT_EQ(rows[0].policy, "full");
+  EXPECT_EQ(rows[0].layer, "0");
+  EXPECT_EQ(rows[3].layer, "all");
+  EXPECT_EQ(rows[4].budget, "0.25p");
+  EXPECT_EQ(rows[4].budget_tokens, 44.0);  // full keeps everything: T
+  EXPECT_EQ(rows[8].policy, "random");
+  EXPECT_EQ(rows[12].budget_tokens, 10.0);  // 0.25 x 40
+  EXPECT_EQ(rows[12].regime, "bounded");
+  // Bounded, evict-after-attend: B + 1 resident while a step attends; 2 KV heads x 2 x 8 x 2 B.
+  EXPECT_EQ(rows[12].resident_tokens_peak, 11);
+  EXPECT_EQ(rows[12].kv_bytes_peak, 11 * 2 * 32);
+  EXPECT_EQ(rows[15].kv_bytes_peak, 3 * 11 * 2 * 32);
+}
+
+TEST(Sweep, WritesCsvAndJsonMetadata) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 20, 24, 19);
+  testing::TempDir dir;
+  const std::string path = dir.File("t.h5");
+  traces::TraceWriterOptions options;
+  options.storage = traces::StorageType::kFloat32;
+  traces::WriteTrace(path, trace, options);
+  SweepPlan plan = GridPlan(2);
+  plan.traces = {path};
+  plan.policies.resize(2);
+  const SweepResult result = RunSweep(plan);
+  WriteSweepOutputs(dir.path(), plan, result, "kvsim sweep --test");
+  const CsvTable table = CsvTable::Read(dir.path() / "sweep.csv");
+  EXPECT_EQ(table.Text(0, table.Column("trace")), "t.h5");
+  const nlohmann::json meta = nlohmann::json::parse(ReadFileToString(dir.path() / "sweep.json"));
+  for (const char* key : {"kvsim_version", "traces", "policies", "budgets", "regime", "seed",
+                          "threads", "wall_seconds", "command"}) {
+    EXPECT_TRUE(meta.contains(key)) << key;
+  }
+  EXPECT_EQ(meta["threads"], 2);
+  EXPECT_EQ(meta["seed"], 5);
+  EXPECT_EQ(meta["command"], "kvsim sweep --test");
+  EXPECT_EQ(meta["traces"][0], "t.h5");
+}
+
+TEST(SweepFile, ReadsEveryKey) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("s.toml")) << R"(
+traces = ["a.h5", "/abs/b.h5"]
+budgets = ["0.25p", 128]
+regime = "prefill"
+gqa = "query-head"
+evict = "before-attend"
+seed = 9
+threads = 3
+policies = ["full"]
+[[policy]]
+name = "h2o"
+params = { recent_ratio = 0.25 }
+)";
+  const SweepPlan plan = ReadSweepFile(dir.File("s.toml"));
+  EXPECT_EQ(plan.traces, (std::vector<std::string>{dir.File("a.h5"), "/abs/b.h5"}));
+  ASSERT_EQ(plan.budgets.size(), 2u);
+  EXPECT_EQ(plan.budgets[1].text, "128");
+  EXPECT_EQ(plan.options.regime, sim::Regime::kPrefill);
+  EXPECT_EQ(plan.options.gqa_mode, sim::GqaMode::kQueryHead);
+  EXPECT_EQ(plan.options.timing, sim::EvictTiming::kBeforeAttend);
+  EXPECT_EQ(plan.options.seed, 9u);
+  EXPECT_EQ(plan.threads, 3);
+  ASSERT_EQ(plan.policies.size(), 2u);
+  EXPECT_EQ(plan.policies[1].name, "h2o");
+  EXPECT_EQ(plan.policies[1].params.values().at("recent_ratio"), "0.25");
+  plan.Validate();
+}
+
+TEST(SweepFile, UnknownKeyIsNamedWithTheFile) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("bad.toml")) << "budget = [1]\n";
+  try {
+    ReadSweepFile(dir.File("bad.toml"));
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.toml: unknown key 'budget'"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(SweepFile, BadBudgetNamesFileAndValue) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("b.toml")) << "budgets = [\"1.5p\"]\n";
+  try {
+    ReadSweepFile(dir.File("b.toml"));
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("b.toml: budgets: budget '1.5p'"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Budget, ParsesTokensAndPromptFractions) {
+  EXPECT_EQ(sim::Budget::Parse("256", "b").ResolveTokens(1000), 256);
+  EXPECT_EQ(sim::Budget::Parse("0.25p", "b").ResolveTokens(1001), 250);
+  EXPECT_EQ(sim::Budget::Parse("0.001p", "b").ResolveTokens(10), 1);
+  for (const char* bad : {"0", "-3", "2.5", "0p", "1.5p", "p", "abc", ""}) {
+    EXPECT_THROW(sim::Budget::Parse(bad, "--budget"), InputError) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace kvsim::analysis

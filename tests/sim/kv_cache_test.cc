@@ -1,0 +1,102 @@
+// KvCache, EventQueue and MemoryLedger on hand-built cases.
+#include "sim/kv_cache.h"
+
+#include <gtest/gtest.h>
+
+#include "sim/event_queue.h"
+#include "sim/memory_ledger.h"
+
+namespace kvsim::sim {
+namespace {
+
+void AppendPositions(KvCache& cache, int64_t end) {
+  for (int64_t p = 0; p < end; ++p) {
+    const float row[2] = {static_cast<float>(p), -static_cast<float>(p)};
+    cache.Append(p, row, row);
+  }
+}
+
+TEST(KvCache, RemovesVictimsAndKeepsRowsWithTheirPositions) {
+  KvCache cache(2, 8);
+  cache.set_budget_tokens(3);
+  AppendPositions(cache, 6);
+  EvictionDecision d;
+  d.victims = {1, 4, 0};
+  cache.Apply(d);
+  EXPECT_EQ(cache.size(), 3);
+  EXPECT_EQ(cache.SortedPositions(), (std::vector<int64_t>{2, 3, 5}));
+  EXPECT_EQ(cache.peak_size(), 6);
+  for (int64_t slot = 0; slot < cache.size(); ++slot) {
+    EXPECT_EQ(cache.Keys()(slot, 0), static_cast<float>(cache.Position(slot)));
+    EXPECT_EQ(cache.SlotOf(cache.Position(slot)), slot);
+  }
+  EXPECT_FALSE(cache.Contains(4));
+}
+
+TEST(KvCache, NeverExceedsBudgetAfterApply) {
+  KvCache cache(2, 8);
+  cache.set_budget_tokens(3);
+  AppendPositions(cache, 5);
+  EvictionDecision d;
+  d.victims = {0};
+  EXPECT_THROW(cache.Apply(d), InternalError);
+}
+
+TEST(KvCache, RejectsNonResidentOrRepeatedVictims) {
+  KvCache cache(2, 8);
+  cache.set_budget_tokens(8);
+  AppendPositions(cache, 4);
+  EvictionDecision absent;
+  absent.victims = {6};
+  EXPECT_THROW(cache.Apply(absent), InternalError);
+  EvictionDecision repeated;
+  repeated.victims = {1, 1};
+  EXPECT_THROW(cache.Apply(repeated), InternalError);
+}
+
+TEST(KvCache, RewriteChangesRowAndCountsMerges) {
+  KvCache cache(2, 8);
+  cache.set_budget_tokens(2);
+  AppendPositions(cache, 3);
+  EvictionDecision d;
+  d.rewrites.push_back({2, Eigen::Vector2f(7, 8), Eigen::Vector2f(9, 10), 1});
+  d.victims = {0};
+  cache.Apply(d);
+  const int64_t slot = cache.SlotOf(2);
+  EXPECT_EQ(cache.Keys()(slot, 1), 8.0f);
+  EXPECT_EQ(cache.Values()(slot, 0), 9.0f);
+  EXPECT_EQ(cache.entries()[static_cast<size_t>(slot)].merge_count, 1);
+  EXPECT_FALSE(cache.entries()[static_cast<size_t>(slot)].pristine());
+}
+
+TEST(EventQueue, OrdersByStepThenPhaseThenPushOrder) {
+  EventQueue q;
+  q.Push({.step = 5, .phase = Phase::kMeasure, .type = EventType::kMeasure, .begin = 1});
+  q.Push({.step = 4, .phase = Phase::kLedger, .type = EventType::kLedgerSample});
+  q.Push({.step = 5, .phase = Phase::kAppend, .type = EventType::kDecodeAppend});
+  q.Push({.step = 5, .phase = Phase::kMeasure, .type = EventType::kMeasure, .begin = 2});
+  EXPECT_EQ(q.Pop().step, 4);
+  EXPECT_EQ(q.Pop().phase, Phase::kAppend);
+  EXPECT_EQ(q.Pop().begin, 1);
+  EXPECT_EQ(q.Pop().begin, 2);
+  EXPECT_TRUE(q.empty());
+}
+
+TEST(MemoryLedger, PeakSumsLayersAtTheSameStep) {
+  MemoryLedger ledger;
+  ledger.Record(1, LedgerPhase::kDecode, 0, MemoryCategory::kKvFull, 10);
+  ledger.Record(1, LedgerPhase::kDecode, 1, MemoryCategory::kKvFull, 5);
+  ledger.Record(2, LedgerPhase::kDecode, 0, MemoryCategory::kKvFull, 12);
+  ledger.Record(3, LedgerPhase::kDecode, 1, MemoryCategory::kKvFull, 1);
+  ledger.Record(3, LedgerPhase::kDecode, 0, MemoryCategory::kPolicyState, 100);
+  const MemoryPeak kv = ledger.PeakBytes(MemoryLedger::kAllLayers, MemoryLedger::kKvCategories);
+  EXPECT_EQ(kv.bytes, 17);  // step 2: 12 + 5 (layer 1 keeps its level)
+  EXPECT_EQ(kv.step, 2);
+  EXPECT_DOUBLE_EQ(ledger.MeanDecodeBytes(MemoryLedger::kAllLayers, MemoryLedger::kKvCategories),
+                   (15.0 + 17.0 + 13.0) / 3.0);
+  EXPECT_EQ(ledger.PeakBytes(MemoryLedger::kAllLayers, MemoryLedger::kAllCategories).bytes, 113);
+  EXPECT_EQ(ledger.PeakBytes(0, MemoryLedger::kKvCategories).bytes, 12);
+}
+
+}  // namespace
+}  // namespace kvsim::sim
