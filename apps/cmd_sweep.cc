@@ -127,7 +127,8 @@ void RegisterSweepCommand(CLI::App& app) {
       "sweep", "Replay policies x budgets x traces; write tidy sweep.csv + sweep.json.");
   cmd->add_option("--config", args->config, "sweep file (TOML); flags add to / override it");
   cmd->add_option("--trace", args->traces, "trace file (repeatable)");
-  cmd->add_option("--policy", args->policies, "policy name (repeatable); `all` = every registered policy");
+  cmd->add_option("--policy", args->policies,
+                  "policy name (repeatable); `all` = every registered policy");
   cmd->add_option("--budget", args->budgets, "budget: 256 or 0.25p (repeatable)");
   cmd->add_option("--param", args->params, "policy parameter policy:key=value (repeatable)");
   cmd->add_option("--regime", args->regime, "bounded (default) or prefill");

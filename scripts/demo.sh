@@ -1,10 +1,53 @@
 #!/usr/bin/env bash
-# The README's main job: installs dependencies, builds kvsim and runs the end-to-end demo on
-# the bundled default data. Output lands in out/demo/.
+# The README's main job: installs dependencies, builds kvsim, then on the bundled real model
+# (stories260K) captures a trace, sweeps every registered eviction policy over a range of
+# budgets, measures memory, recurrence and paging, and renders plots and one HTML report.
+# Everything lands in out/demo/ (override with KVSIM_DEMO_OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+out=${KVSIM_DEMO_OUT:-out/demo}
+
 bash scripts/install_deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)"
-mkdir -p out/demo
-./build/kvsim --version
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSIM_WERROR=ON >/dev/null
+cmake --build build -j"$(nproc)" --target kvsim
+kvsim=./build/kvsim
+
+start=$(date +%s)
+rm -rf "$out"
+mkdir -p "$out/sweep" "$out/recurrence" "$out/paging" "$out/memory" "$out/figures"
+prompt="Once upon a time, there was a little girl named Lily. She loved to play outside in the \
+park with her friend Tom. One day, they found a big red ball under a tree. Lily wanted to keep \
+the ball, but Tom said they should find its owner. They asked a boy, a girl and an old man."
+
+echo "[1/7] capture: stories260K, prompt + 320 generated tokens"
+$kvsim capture --prompt "$prompt" --decode 320 -o "$out/stories.h5"
+$kvsim inspect "$out/stories.h5"
+
+echo "[2/7] sweep: every registered policy x 5 budgets"
+budgets=(--budget 8 --budget 16 --budget 32 --budget 64 --budget 128)
+$kvsim sweep --trace "$out/stories.h5" --policy all "${budgets[@]}" --out "$out/sweep"
+
+echo "[3/7] memory timelines: full cache vs h2o vs lazy-eviction at 32 tokens"
+$kvsim replay --trace "$out/stories.h5" --policy h2o --budget 32 \
+  --memory-csv "$out/memory/h2o_memory.csv" >/dev/null
+$kvsim replay --trace "$out/stories.h5" --policy lazy-eviction --budget 32 --param window=16 \
+  --memory-csv "$out/memory/lazy_memory.csv" >/dev/null
+
+echo "[4/7] recurrence of important tokens, and what h2o / lazy-eviction evict that recurs"
+$kvsim recurrence "$out/stories.h5" -o "$out/recurrence" --importance topk:8 --window 16 \
+  --policy h2o --policy lazy-eviction --budget 32
+
+echo "[5/7] paging: attention top-8 as page requests, LRU/FIFO/.../OPT and predictions"
+$kvsim paging "$out/stories.h5" -o "$out/paging" --rule topk:8 --streams merged \
+  --error-rates 0,0.1,0.2,0.3,0.4,0.5
+
+echo "[6/7] plots"
+$kvsim plot "$out/sweep/sweep.csv" "$out/memory/h2o_memory.csv" \
+  "$out/recurrence/recurrence.csv" "$out/paging/paging_mrc.csv" \
+  "$out/paging/paging_predictions.csv" -o "$out/figures"
+
+echo "[7/7] report"
+$kvsim report "$out/sweep" "$out/figures" -o "$out/report.html"
+
+echo "demo finished in $(($(date +%s) - start)) s (after the build)"
+echo "Report: $out/report.html"

@@ -1,0 +1,122 @@
+#pragma once
+// Closed-loop evaluation: the model decodes while a policy really evicts from its cache, so the
+// hidden states of later steps change (unlike the open-loop replay of sim/replay.h, where the
+// queries are always those of the full-cache run).
+//
+// Three greedy runs of the same prompt (positions [0, n) prefilled as one block, then
+// `new_tokens` decode forwards at positions t = n .. T-1, T = n + new_tokens):
+//  - full:    no eviction; the reference. Its tokens and tensors also form the full-cache trace,
+//             which open-loop replays use to compute the cheap proxies of the same run;
+//  - teacher: evicting, fed the full run's tokens (teacher forcing), so both runs see the same
+//             sequence and their next-token distributions compare position by position
+//             (perplexity, KL(full || evicted));
+//  - free:    evicting, fed its own greedy tokens (next-token agreement, first divergence).
+// Token n comes from the prefill logits, which every run computes over the full prompt before
+// any eviction, so it is identical; step t's row compares the next-token distributions produced
+// by the forward of token t.
+//
+// Per evicting run, one sim::KvCache per (layer, KV head) is kept in lock-step with the model's
+// KvState: the forward's keys/values are appended to both, the policy's decision is applied to
+// the KvCache and the same positions are dropped from the KvState. Hooks are called in the order
+// sim/replay.cc calls them (policies/eviction_policy.h): PrefillLayerStats on every layer,
+// LayerBudget on every layer, then per layer OnPrefill, SelectVictims(after_prefill), OnEvicted;
+// per decode step, after the forward (evict-after-attend: the eviction of step t affects t+1 on):
+// OnStep(t), then in the bounded regime SelectVictims(t) + OnEvicted. The attention in the views
+// is recomputed from the KvCache with the step's post-RoPE queries (what the model attended with).
+//
+// Limits (InputError): GqaMode::kKvHead and EvictTiming::kAfterAttend only; policies that rewrite
+// entries (D2O merges, quantizing tiers) are refused when a rewrite arrives, since KvState has no
+// rewrite API; OraclePolicy is refused (a closed loop has no future). Greedy decoding only.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "models/llama_model.h"
+#include "policies/eviction_policy.h"
+#include "sim/budget.h"
+#include "traces/trace.h"
+
+namespace kvsim::sim {
+
+// What a model-in-the-loop policy (faithful LAQ) may use, fixed right after prefill. Pointers
+// are valid until the policy's run ends.
+struct ModelContext {
+  const models::LlamaModel* model = nullptr;
+  // The full prompt cache (every layer and KV head, positions [0, n)), before any eviction.
+  // Copy it to run pseudo decode steps; never modify it.
+  const models::KvState* prompt_state = nullptr;
+  // Per layer: queries [q_heads, >= n, d] whose rows [0, n) are the prompt's post-RoPE queries.
+  std::vector<const HeadTensor*> prompt_queries;
+  int64_t prompt_len = 0;
+  int32_t first_token = 0;    // y0: the greedy token after the prompt (the real first output)
+  int64_t budget_tokens = 0;  // the uniform budget per (layer, KV head) the user asked for
+  int32_t eos_token = -1;     // stop pseudo decoding here; -1 = never
+};
+
+// A policy that needs the model. The closed-loop engine calls AttachModel on every layer's
+// instance after prefill, before the planning hooks. An open-loop replay of the full-cache run
+// may attach the same context (its prompt is identical), see ClosedLoopResult::prompt_state.
+class ModelInLoopPolicy : public policies::EvictionPolicy {
+ public:
+  virtual void AttachModel(const ModelContext& context) = 0;
+};
+
+// Builds the instance of one layer. A run calls it for layers 0 .. L-1 in order, once per run.
+using LayerPolicyFactory =
+    std::function<std::unique_ptr<policies::EvictionPolicy>(const policies::PolicySetup& setup)>;
+
+struct ClosedLoopOptions {
+  int64_t new_tokens = 0;  // decode forwards after the prompt, >= 1
+  // Per (layer, KV head); policies::kUnlimitedTokens = never evict.
+  int64_t budget_tokens = policies::kUnlimitedTokens;
+  ReplayOptions replay;    // regime and seed are used; gqa/timing must be the defaults
+  int32_t eos_token = -1;  // passed to ModelContext
+};
+
+// One decode step t (the forward of token t at position t).
+struct ClosedLoopStep {
+  int64_t step = 0;
+  int32_t full_next = 0;     // the full run's greedy next token (token t+1; the teacher's target)
+  int32_t free_next = 0;     // the free-running evicting model's greedy next token
+  int32_t teacher_next = 0;  // the teacher-forced evicting model's greedy next token
+  double nll_full = 0.0;     // -log p_full(full_next), nats
+  double nll_evicted = 0.0;  // -log p_teacher(full_next), nats
+  double kl = 0.0;           // KL(p_full || p_teacher), nats; 0 when the logits are identical
+  // Resident entries per (layer, KV head) at the step's attention in the teacher run (mean).
+  double resident_mean = 0.0;
+};
+
+struct ClosedLoopResult {
+  int64_t prompt_len = 0;
+  std::vector<int32_t> full_tokens;   // prompt + generated, T + 1 (the last is full_next of T-1)
+  std::vector<int32_t> free_tokens;   // same for the free-running evicting run
+  std::vector<ClosedLoopStep> steps;  // T - n rows
+  // First step whose free_next != full_next, or -1 if none diverged.
+  int64_t first_divergence = -1;
+  double agreement = 0.0;           // fraction of steps with free_next == full_next
+  double teacher_agreement = 0.0;   // fraction of steps with teacher_next == full_next
+  double perplexity_full = 0.0;     // exp(mean nll_full)
+  double perplexity_evicted = 0.0;  // exp(mean nll_evicted)
+  double kl_mean = 0.0;
+  // The full run as a trace (float32, T positions, greedy tokens), for open-loop replays.
+  traces::Trace full_trace;
+  // The full prompt cache after prefill (ModelContext::prompt_state for open-loop replays).
+  models::KvState prompt_state;
+};
+
+// Runs the three runs above. `prompt` >= 1 token; prompt + new_tokens <= context length
+// (InputError otherwise, naming --new-tokens). `make_policy` builds per-layer instances for each
+// evicting run (called twice per layer).
+ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
+                               std::span<const int32_t> prompt,
+                               const ClosedLoopOptions& options,
+                               const LayerPolicyFactory& make_policy);
+
+// KL(p || q) in nats of the softmax distributions of two logit rows (double precision).
+double KlDivergence(std::span<const float> logits_p, std::span<const float> logits_q);
+// -log softmax(logits)[token] in nats.
+double NegLogLikelihood(std::span<const float> logits, int32_t token);
+
+}  // namespace kvsim::sim
