@@ -100,7 +100,14 @@ void SnapKvScoring::SelectAfterPrefill(const EvictionRequest& request,
                                        const StreamView& stream,
                                        sim::EvictionDecision* decision) {
   const int64_t n = stream.cache->size();
-  KVSIM_ASSERT(n == request.prefill->prompt_len(), "snapkv expects the whole prompt resident");
+  // SnapKV scores the whole prompt once, with its last window; a block-wise prefill (EpiCache)
+  // reaches this with only part of the prompt resident, which the method does not define.
+  if (n != request.prefill->prompt_len()) {
+    ThrowInputError(
+        "policy uses SnapKV's one-shot prompt selection, which needs the whole prompt resident "
+        "({} of {} prompt tokens are): use a full prefill (prefill block 0)",
+        n, request.prefill->prompt_len());
+  }
   const int64_t window =
       std::min(options_.window, request.budget_tokens[static_cast<size_t>(stream.stream)]);
   const int64_t prefix = n - window;

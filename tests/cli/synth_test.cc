@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <string>
 
 #include "common/test_util.h"
@@ -80,7 +81,16 @@ INSTANTIATE_TEST_SUITE_P(
                       BadArgs{"--shape stories260k --layers 9 --prompt 64", "--layers"},
                       BadArgs{"--shape stories260k --prompt 64 --dtype int8", "--dtype"},
                       BadArgs{"--shape stories260k --prompt 64 --heavy-hitters 500",
-                              "--heavy-hitters"}));
+                              "--heavy-hitters"}),
+    // Name each case after the argument it breaks ("shape", "heavy_hitters", ...).
+    [](const ::testing::TestParamInfo<BadArgs>& info) {
+      std::string name;
+      for (char c : info.param.names) {
+        if (std::isalnum(static_cast<unsigned char>(c))) name += c;
+        if (c == '-' && !name.empty()) name += '_';
+      }
+      return name;
+    });
 
 TEST(SynthCli, UnwritableOutputDirectoryFailsNamingTheOutput) {
   TempDir dir;

@@ -420,6 +420,10 @@ with h5py.File("{}/py.h5", "w") as f:
   ASSERT_TRUE(reader.has_gate_flags());
   EXPECT_THAT(reader.ReadGateFlags(1, 0), ElementsAre(0, 0, 1, 0, 0, 0));
   EXPECT_THAT(reader.ReadGateFlags(0, 0), ElementsAre(0, 0, 0, 0, 0, 0));
+  // ReadAll carries the same flags into the in-memory trace (what the `gate` policy reads).
+  ASSERT_TRUE(trace.has_gate_flags());
+  EXPECT_THAT(trace.GateFlags(1, 0), ElementsAre(0, 0, 1, 0, 0, 0));
+  EXPECT_THAT(trace.GateFlags(0, 1), ElementsAre(0, 0, 0, 0, 0, 0));
 }
 
 }  // namespace
