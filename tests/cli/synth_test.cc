@@ -83,9 +83,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadArgs{"--shape stories260k --prompt 64 --heavy-hitters 500",
                               "--heavy-hitters"}),
     // Name each case after the argument it breaks ("shape", "heavy_hitters", ...).
-    [](const ::testing::TestParamInfo<BadArgs>& info) {
+    [](const ::testing::TestParamInfo<BadArgs>& param_info) {
       std::string name;
-      for (char c : info.param.names) {
+      for (char c : param_info.param.names) {
         if (std::isalnum(static_cast<unsigned char>(c))) name += c;
         if (c == '-' && !name.empty()) name += '_';
       }
