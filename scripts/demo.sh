@@ -25,7 +25,12 @@ $kvsim inspect "$out/stories.h5"
 
 echo "[2/7] sweep: every registered policy x 5 budgets"
 budgets=(--budget 8 --budget 16 --budget 32 --budget 64 --budget 128)
-$kvsim sweep --trace "$out/stories.h5" --policy all "${budgets[@]}" --out "$out/sweep"
+# Two card defaults would break the equal-budget comparison on a 429-token trace:
+# LazyEviction's W=128 window lets it hold up to C+W-1 tokens (here up to 16x the budget), and
+# D2O leaves layers 0, 1 and L-1 uncompressed (3 of stories260K's 5 layers). KIVI and MiKV
+# keep every token (at 2 bits), so they sit at x = T in the recall plots: compare them by bytes.
+$kvsim sweep --trace "$out/stories.h5" --policy all "${budgets[@]}" --out "$out/sweep" \
+  --param lazy-eviction:window=4 --param d2o:skip_layers=false
 
 echo "[3/7] memory timelines: full cache vs h2o vs lazy-eviction at 32 tokens"
 $kvsim replay --trace "$out/stories.h5" --policy h2o --budget 32 \
