@@ -23,6 +23,7 @@ struct ReplayArgs {
   std::string gqa = "kv-head";
   std::string evict = "after-attend";
   uint64_t seed = 0;
+  int64_t prefill_block = 0;
   int threads = 0;
   std::string csv;
   std::string memory_csv;
@@ -42,6 +43,11 @@ void RunReplay(const ReplayArgs& args) {
   plan.options.gqa_mode = sim::ParseGqaMode(args.gqa, "--gqa");
   plan.options.timing = sim::ParseEvictTiming(args.evict, "--evict");
   plan.options.seed = args.seed;
+  if (args.prefill_block < 0) {
+    ThrowInputError("--prefill-block {} is negative: expected 0 (whole prompt) or a block size",
+                    args.prefill_block);
+  }
+  plan.options.prefill_block = args.prefill_block;
   plan.threads = args.threads;
   plan.progress = true;
   plan.Validate();
@@ -84,6 +90,9 @@ void RegisterReplayCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--evict", args->evict, "after-attend or before-attend")->capture_default_str();
   cmd->add_option("--seed", args->seed, "base seed (random policies)")->capture_default_str();
+  cmd->add_option("--prefill-block", args->prefill_block,
+                  "prefill in blocks of N tokens, evicting after each (EpiCache); 0 = whole prompt")
+      ->capture_default_str();
   cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores")
       ->capture_default_str();
   cmd->add_option("--csv", args->csv, "also write the rows as sweep.csv format to this file");

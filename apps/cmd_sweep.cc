@@ -27,6 +27,7 @@ struct SweepArgs {
   std::string gqa;
   std::string evict;
   int64_t seed = -1;
+  int64_t prefill_block = -1;
   int threads = -1;
   std::string out;
 };
@@ -46,6 +47,7 @@ std::string CommandLine(const SweepArgs& args) {
   add("--gqa", args.gqa);
   add("--evict", args.evict);
   if (args.seed >= 0) add("--seed", std::to_string(args.seed));
+  if (args.prefill_block >= 0) add("--prefill-block", std::to_string(args.prefill_block));
   if (args.threads >= 0) add("--threads", std::to_string(args.threads));
   add("--out", args.out);
   return line;
@@ -106,6 +108,7 @@ void RunSweepCommand(const SweepArgs& args) {
   if (!args.gqa.empty()) plan.options.gqa_mode = sim::ParseGqaMode(args.gqa, "--gqa");
   if (!args.evict.empty()) plan.options.timing = sim::ParseEvictTiming(args.evict, "--evict");
   if (args.seed >= 0) plan.options.seed = static_cast<uint64_t>(args.seed);
+  if (args.prefill_block >= 0) plan.options.prefill_block = args.prefill_block;
   if (args.threads >= 0) plan.threads = args.threads;
   plan.progress = true;
   plan.Validate();
@@ -135,6 +138,10 @@ void RegisterSweepCommand(CLI::App& app) {
   cmd->add_option("--gqa", args->gqa, "kv-head (default) or query-head");
   cmd->add_option("--evict", args->evict, "after-attend (default) or before-attend");
   cmd->add_option("--seed", args->seed, "base seed (default 0)");
+  cmd->add_option("--prefill-block", args->prefill_block,
+                  "prefill in blocks of N tokens, evicting after each (EpiCache); default whole "
+                  "prompt")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores (default)");
   cmd->add_option("--out", args->out, "output directory (must exist)")->required();
   cmd->callback([args] { RunSweepCommand(*args); });
