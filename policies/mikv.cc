@@ -6,7 +6,8 @@
 // the same memory `h2o` with budget B holds. Every resident token costs either the full-precision
 // price or the low-tier price (per-token asymmetric quantization of its key and its value, groups
 // of `group_size` channels, FP16 scale + zero per group). At each evict phase:
-//  1. if even all-low-precision does not fit, the lowest-importance tokens are evicted;
+//  1. if even all-low-precision does not fit, the lowest-importance tokens outside the recent
+//     window are evicted;
 //  2. the high-precision set shrinks to what the remaining bytes pay for: its `recent` newest
 //     tokens are protected, the rest ranked by importance, and the losers are demoted (one-way,
 //     card 2 (d)).
@@ -98,17 +99,26 @@ class MiKvPolicy final : public EvictionPolicy {
     for (const StreamView& stream : request.streams) {
       const auto s = static_cast<size_t>(stream.stream);
       const sim::KvCache& cache = *stream.cache;
-      std::vector<Candidate> all;
-      for (const sim::CacheEntry& e : cache.entries()) {
-        all.push_back({scores_[s][static_cast<size_t>(e.position)], e.position});
-      }
-      // 1. Evict until every survivor fits at low precision.
+      // 1. Evict until every survivor fits at low precision. As in H2O (card 2: the important
+      // set is the top tokens together with the recent window), the newest recent_ratio share of
+      // the survivors is protected: a fresh decode token's score is one step's attention, so
+      // without the window new tokens would always be the first to go.
       const int64_t n = cache.size();
       const int64_t fit_low =
           budget_bytes_ >= kUnlimitedTokens ? n : budget_bytes_ / low_token_bytes_;
       const int64_t evict = std::max<int64_t>(request.min_victims[s], n - fit_low);
       std::vector<int64_t>& victims = decisions[s].victims;
-      if (evict > 0) TakeLowest(all, evict, &victims);
+      if (evict > 0) {
+        const std::vector<int64_t> positions = cache.SortedPositions();
+        const auto keep_recent =
+            static_cast<int64_t>(std::floor(recent_ratio_ * static_cast<double>(n - evict)));
+        std::vector<Candidate> older;
+        for (int64_t i = 0; i < n - keep_recent; ++i) {
+          const int64_t p = positions[static_cast<size_t>(i)];
+          older.push_back({scores_[s][static_cast<size_t>(p)], p});
+        }
+        TakeLowest(older, evict, &victims);
+      }
       std::sort(victims.begin(), victims.end());
       // 2. The high-precision tokens the remaining bytes pay for.
       const int64_t survivors = n - static_cast<int64_t>(victims.size());
