@@ -1,8 +1,10 @@
 #pragma once
 // What a policy loses, measured against the full cache (semantics in sim/README.md, "Metrics").
 //
-// FullCacheAttention holds one layer's full-cache attention for every decode step: computed once
-// and shared read-only by every cell of a sweep (and, as a FutureView, by oracles). LayerMetrics
+// FullCacheReference is what metrics compare against: the full-cache attention, output, total mass
+// and top positions of a decode step. FullCacheAttention holds them for every decode step of a
+// layer (small traces, recurrence analysis); a sweep streams them a block of steps at a time
+// (analysis/full_attention_stream.h) so memory does not grow with the decode length. LayerMetrics
 // observes one layer's replay and keeps every (step, query head) sample; Summarize turns samples
 // into mean and percentiles.
 #include <Eigen/Dense>
@@ -22,7 +24,21 @@ namespace kvsim::analysis {
 inline constexpr std::array<int, 3> kTopK = {1, 8, 32};
 inline constexpr int kMaxTopK = 32;
 
-class FullCacheAttention final : public policies::FutureView {
+// The full-cache reference of one layer's decode steps (also a FutureView for oracles).
+// Implementations say which steps are available at a time.
+class FullCacheReference : public policies::FutureView {
+ public:
+  // Sum of FullAttention(q_head, step) in position order, in double (1 up to float rounding).
+  virtual double TotalMass(int q_head, int64_t step) const = 0;
+  // Full-cache attention output (head_dim).
+  virtual Eigen::Map<const Eigen::RowVectorXf> Output(int q_head, int64_t step) const = 0;
+  // The min(32, step + 1) positions of largest weight, by decreasing weight (ties: lower
+  // position first).
+  virtual std::span<const int64_t> TopPositions(int q_head, int64_t step) const = 0;
+};
+
+// Every decode step's full-cache reference of one layer, in memory: O(Hq * steps * T) floats.
+class FullCacheAttention final : public FullCacheReference {
  public:
   // Computes softmax(q_t . k_j / sqrt(d)) over j <= t for every decode step t and query head of
   // `layer`, the outputs and the top-32 positions. O(Hq * steps * T * d). Uses the calling
@@ -36,13 +52,9 @@ class FullCacheAttention final : public policies::FutureView {
   int num_q_heads() const { return num_q_heads_; }
   // Weights over positions [0, step].
   std::span<const float> FullAttention(int q_head, int64_t step) const override;
-  // Sum of FullAttention(q_head, step) in position order, in double (1 up to float rounding).
-  double TotalMass(int q_head, int64_t step) const;
-  // Full-cache attention output (head_dim).
-  Eigen::Map<const Eigen::RowVectorXf> Output(int q_head, int64_t step) const;
-  // The min(32, step + 1) positions of largest weight, by decreasing weight (ties: lower
-  // position first).
-  std::span<const int64_t> TopPositions(int q_head, int64_t step) const;
+  double TotalMass(int q_head, int64_t step) const override;
+  Eigen::Map<const Eigen::RowVectorXf> Output(int q_head, int64_t step) const override;
+  std::span<const int64_t> TopPositions(int q_head, int64_t step) const override;
 
  private:
   size_t Index(int q_head, int64_t step) const;
@@ -91,13 +103,13 @@ double Mean(std::span<const float> values);
 // rather than the ~1e-7 the two float summation paths would differ by.
 class LayerMetrics final : public sim::ReplayObserver {
  public:
-  explicit LayerMetrics(const FullCacheAttention& full) : full_(full) {}
+  explicit LayerMetrics(const FullCacheReference& full) : full_(full) {}
   void OnMeasure(const sim::MeasureView& view) override;
   const MetricSamples& samples() const { return samples_; }
   MetricSamples TakeSamples() { return std::move(samples_); }
 
  private:
-  const FullCacheAttention& full_;
+  const FullCacheReference& full_;
   MetricSamples samples_;
 };
 

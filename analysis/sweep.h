@@ -2,10 +2,14 @@
 // Sweeps: every (trace, policy, budget) cell replayed layer by layer, in parallel, sharing the
 // expensive per-layer work across cells (full-cache attention, prompt attention statistics).
 //
-// Parallelism (TBB, inside a task_arena of `threads`): layers are processed in groups of
-// `threads`; for a group, each layer's FullCacheAttention is computed once (parallel over query
-// heads), then every (layer, cell) pair replays as one task writing its own result slot. Rows
-// are assembled afterwards in plan order, so the numbers are identical for any thread count.
+// Engine (issue 11): a trace file is read one layer at a time. Cross-layer policies (CAKE, D2O)
+// first get a planning pass over the layers' prompt statistics. Then, per layer, every cell
+// advances in lockstep through blocks of decode steps: the block's full-cache attention is
+// computed once (FullAttentionStream, parallel over query heads), every cell replays the block
+// (parallel over cells; each takes its resident logits from the block), and the block is
+// dropped. Peak memory is one layer's tensors + one block + per-cell state (resident positions,
+// policy state, metric samples), whatever the decode length. Rows are assembled in plan order,
+// so the numbers are identical for any thread count and any block size.
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -30,8 +34,9 @@ struct SweepPlan {
   std::vector<PolicySpec> policies;
   std::vector<sim::Budget> budgets;
   sim::ReplayOptions options;
-  int threads = 0;        // 0 = every core TBB sees
-  bool progress = false;  // progress bar on stderr (drawn only on a terminal)
+  int threads = 0;          // 0 = every core TBB sees
+  int64_t block_steps = 0;  // decode steps per streamed block; 0 = automatic (memory-bounded)
+  bool progress = false;    // progress bar on stderr (drawn only on a terminal)
 
   // Throws InputError if a list is empty, a policy is unknown or its parameters are invalid.
   void Validate() const;

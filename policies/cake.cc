@@ -138,6 +138,7 @@ class CakePolicy final : public EvictionPolicy {
   std::string_view Name() const override { return "cake"; }
 
   // {H_l, V_l} of card 8 (b).
+  bool UsesPrefillLayerStats() const override { return true; }
   std::vector<double> PrefillLayerStats(const PrefillView& prefill) override {
     const int64_t n = prefill.prompt_len;
     const int64_t w = std::min(options_.window, n);

@@ -133,6 +133,7 @@ class D2oPolicy final : public EvictionPolicy {
 
   // {F_l}: mean over query heads of (v_h - min) / (max - min + 1e-6), v_h the unbiased variance
   // of head h's prompt column sums (the code's misnamed `multimodal_entropy`).
+  bool UsesPrefillLayerStats() const override { return true; }
   std::vector<double> PrefillLayerStats(const PrefillView& prefill) override {
     const sim::PrefillAttention& attention = *prefill.attention;
     const auto n = static_cast<double>(attention.prompt_len());
@@ -251,13 +252,13 @@ class D2oPolicy final : public EvictionPolicy {
     Eigen::MatrixXd unit(static_cast<Eigen::Index>(survivors.size()), cache.head_dim());
     for (size_t i = 0; i < survivors.size(); ++i) {
       unit.row(static_cast<Eigen::Index>(i)) =
-          cache.Keys().row(cache.SlotOf(survivors[i])).cast<double>();
+          cache.KeyRow(cache.SlotOf(survivors[i])).cast<double>();
       unit.row(static_cast<Eigen::Index>(i)).normalize();
     }
     Eigen::MatrixXd victim_unit(static_cast<Eigen::Index>(victims.size()), cache.head_dim());
     for (size_t e = 0; e < victims.size(); ++e) {
       victim_unit.row(static_cast<Eigen::Index>(e)) =
-          cache.Keys().row(cache.SlotOf(victims[e])).cast<double>();
+          cache.KeyRow(cache.SlotOf(victims[e])).cast<double>();
       victim_unit.row(static_cast<Eigen::Index>(e)).normalize();
     }
     // victims x survivors cosine similarities, one matrix product.
@@ -341,12 +342,12 @@ class D2oPolicy final : public EvictionPolicy {
       for (const MergeCandidate* m : merged) u.push_back(m->similarity);
       const std::vector<double> w = D2oMergeWeights(u, options_.merge);
       const int64_t slot = cache.SlotOf(target);
-      Eigen::VectorXd key = w[0] * cache.Keys().row(slot).cast<double>().transpose();
-      Eigen::VectorXd value = w[0] * cache.Values().row(slot).cast<double>().transpose();
+      Eigen::VectorXd key = w[0] * cache.KeyRow(slot).cast<double>().transpose();
+      Eigen::VectorXd value = w[0] * cache.ValueRow(slot).cast<double>().transpose();
       for (size_t e = 0; e < merged.size(); ++e) {
         const int64_t victim_slot = cache.SlotOf(merged[e]->victim);
-        key += w[e + 1] * cache.Keys().row(victim_slot).cast<double>().transpose();
-        value += w[e + 1] * cache.Values().row(victim_slot).cast<double>().transpose();
+        key += w[e + 1] * cache.KeyRow(victim_slot).cast<double>().transpose();
+        value += w[e + 1] * cache.ValueRow(victim_slot).cast<double>().transpose();
       }
       rewrites.push_back({.position = target,
                           .key = key.cast<float>(),

@@ -170,7 +170,10 @@ class EvictionPolicy {
   virtual std::string_view Name() const = 0;
 
   // Planning hook 1 (optional): statistics of this layer's prompt for cross-layer allocation.
+  // A policy that overrides it also overrides UsesPrefillLayerStats to return true, so a sweep
+  // that reads the trace layer by layer knows whether it needs a planning pass over the layers.
   virtual std::vector<double> PrefillLayerStats(const PrefillView& /*prefill*/) { return {}; }
+  virtual bool UsesPrefillLayerStats() const { return false; }
   // Planning hook 2 (optional): tokens per stream for this layer. Default: uniform. The engine
   // asserts that the layers' budgets sum to at most num_layers * uniform (kUnlimitedTokens
   // excepted) and gives each cache its layer's budget.
@@ -217,9 +220,12 @@ class EvictionPolicy {
   }
 };
 
-// ORACLE ONLY. The full-cache attention of every decode step of one layer, including steps that
-// have not happened yet: information no deployable policy has. Only OraclePolicy receives it.
-// Valid for the whole replay of the layer.
+// ORACLE ONLY. The full-cache attention of one layer's decode steps, including steps that have
+// not happened yet: information no deployable policy has. Only OraclePolicy receives it. Valid for
+// the whole replay of the layer. A sweep streams the full attention in blocks of decode steps
+// (analysis::FullAttentionStream), so FullAttention is guaranteed only for the block being
+// replayed (the current step and the rest of its block; the first block covers the first decode
+// steps while the prompt is compressed); the whole future reaches a policy as FutureMass.
 class FutureView {
  public:
   virtual ~FutureView() = default;
@@ -228,6 +234,20 @@ class FutureView {
   // Full-cache softmax weights of query head `q_head` (layer-local) at decode step `step` over
   // positions [0, step]; step in [prompt_len, total_len).
   virtual std::span<const float> FullAttention(int q_head, int64_t step) const = 0;
+  // Full-cache attention summed over every decode step and over query heads [first_q_head,
+  // first_q_head + num_q_heads), per position [0, total_len), in double, accumulated step by
+  // step in increasing order and, within a step, head by head. The default reads every step
+  // through FullAttention, so it suits views that hold every step.
+  virtual std::vector<double> FutureMass(int first_q_head, int num_q_heads) const {
+    std::vector<double> mass(static_cast<size_t>(total_len()), 0.0);
+    for (int64_t t = prompt_len(); t < total_len(); ++t) {
+      for (int h = first_q_head; h < first_q_head + num_q_heads; ++h) {
+        const std::span<const float> weights = FullAttention(h, t);
+        for (size_t j = 0; j < weights.size(); ++j) mass[j] += weights[j];
+      }
+    }
+    return mass;
+  }
 };
 
 // A policy that needs the future (`oracle`, later `laq-oracle`). The engine attaches the

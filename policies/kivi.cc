@@ -51,8 +51,8 @@ class KiviPolicy final : public EvictionPolicy {
           const int64_t slot = cache.SlotOf(position);
           KVSIM_ASSERT(slot >= 0, "kivi: position {} is not resident", position);
           it->second = sim::EntryRewrite{.position = position,
-                                         .key = cache.Keys().row(slot).transpose(),
-                                         .value = cache.Values().row(slot).transpose(),
+                                         .key = cache.KeyRow(slot).transpose(),
+                                         .value = cache.ValueRow(slot).transpose(),
                                          .merged_tokens = 0,
                                          .tier = sim::PrecisionTier::kQuantized};
         }

@@ -142,7 +142,7 @@ class LagKvPolicy final : public EvictionPolicy {
     Eigen::MatrixXd rows(options_.lag, cache.head_dim());
     for (int64_t i = 0; i < options_.lag; ++i) {
       const int64_t slot = cache.SlotOf(positions[begin + static_cast<size_t>(i)]);
-      rows.row(i) = (values ? cache.Values().row(slot) : cache.Keys().row(slot)).cast<double>();
+      rows.row(i) = (values ? cache.ValueRow(slot) : cache.KeyRow(slot)).cast<double>();
     }
     return rows;
   }

@@ -185,8 +185,8 @@ class MiKvPolicy final : public EvictionPolicy {
   sim::EntryRewrite Demote(const sim::KvCache& cache, size_t stream, int64_t position) const {
     const int64_t slot = cache.SlotOf(position);
     const Eigen::VectorXf& beta = beta_[stream];
-    Eigen::VectorXf key = cache.Keys().row(slot).transpose().cwiseProduct(beta);
-    Eigen::VectorXf value = cache.Values().row(slot).transpose();
+    Eigen::VectorXf key = cache.KeyRow(slot).transpose().cwiseProduct(beta);
+    Eigen::VectorXf value = cache.ValueRow(slot).transpose();
     sim::FakeQuantizePerToken(std::span<float>(key.data(), static_cast<size_t>(key.size())), bits_,
                               group_);
     sim::FakeQuantizePerToken(std::span<float>(value.data(), static_cast<size_t>(value.size())),

@@ -169,7 +169,7 @@ class MpCachePolicy final : public EvictionPolicy {
     }
     RowMatrixXf keys(static_cast<int64_t>(prompt_slots.size()), cache.head_dim());
     for (size_t i = 0; i < prompt_slots.size(); ++i) {
-      keys.row(static_cast<int64_t>(i)) = cache.Keys().row(prompt_slots[i]);
+      keys.row(static_cast<int64_t>(i)) = cache.KeyRow(prompt_slots[i]);
     }
     Eigen::VectorXf query = Eigen::VectorXf::Zero(cache.head_dim());
     for (int h = stream.first_q_head; h < stream.first_q_head + stream.num_q_heads; ++h) {

@@ -21,10 +21,33 @@ class OraclePolicyImpl final : public OraclePolicy {
 
   void AttachFuture(const FutureView& future) override {
     future_ = &future;
-    remaining_.assign(static_cast<size_t>(setup_.num_streams()),
-                      std::vector<double>(static_cast<size_t>(setup_.total_len), 0.0));
-    for (int64_t t = setup_.prompt_len; t < setup_.total_len; ++t) AddStep(t, 1.0);
+    remaining_.clear();
+    for (int s = 0; s < setup_.num_streams(); ++s) {
+      remaining_.push_back(
+          future.FutureMass(setup_.FirstQueryHead(s), setup_.queries_per_stream()));
+    }
     subtracted_through_ = setup_.prompt_len - 1;
+  }
+
+  // A step's mass leaves the future once the step is measured. Its full attention is guaranteed
+  // only while its block is replayed, so it is read here, at the step's attend phase: after-attend
+  // timing subtracts it at once (the evict phase follows the measure); before-attend timing holds
+  // a copy until the next step, since the step's output is measured after its evict phase. Only
+  // the bounded regime evicts at decode steps, so only it needs the subtraction.
+  void OnStep(const StepView& step) override {
+    if (setup_.options.regime != sim::Regime::kBounded) return;
+    const bool hold = setup_.options.timing == sim::EvictTiming::kBeforeAttend;
+    if (hold && !held_.empty()) SubtractHeld();
+    held_.clear();
+    for (int s = 0; s < setup_.num_streams(); ++s) {
+      const int first = setup_.FirstQueryHead(s);
+      for (int h = first; h < first + setup_.queries_per_stream(); ++h) {
+        const std::span<const float> weights = future_->FullAttention(h, step.step);
+        held_.emplace_back(weights.begin(), weights.end());
+      }
+    }
+    if (!hold) SubtractHeld();
+    subtracted_through_ = hold ? step.step - 1 : step.step;
   }
 
   void SelectVictims(const EvictionRequest& request,
@@ -37,7 +60,9 @@ class OraclePolicyImpl final : public OraclePolicy {
     const int64_t last_past = request.after_prefill ? setup_.prompt_len - 1
                               : step_measured_later ? request.step - 1
                                                     : request.step;
-    while (subtracted_through_ < last_past) AddStep(++subtracted_through_, -1.0);
+    KVSIM_ASSERT(subtracted_through_ == last_past,
+                 "oracle's future is at step {}, the request needs {}", subtracted_through_,
+                 last_past);
     for (const StreamView& stream : request.streams) {
       const auto s = static_cast<size_t>(stream.stream);
       const int64_t count = request.min_victims[s];
@@ -52,21 +77,24 @@ class OraclePolicyImpl final : public OraclePolicy {
   }
 
  private:
-  // Adds sign * (full attention of decode step t) to every stream's remaining mass.
-  void AddStep(int64_t t, double sign) {
+  // Subtracts the held weights (stream-major, then query head) from every stream's remaining mass,
+  // in the order the future mass was accumulated.
+  void SubtractHeld() {
+    size_t next = 0;
     for (int s = 0; s < setup_.num_streams(); ++s) {
       std::vector<double>& mass = remaining_[static_cast<size_t>(s)];
-      const int first = setup_.FirstQueryHead(s);
-      for (int h = first; h < first + setup_.queries_per_stream(); ++h) {
-        const std::span<const float> weights = future_->FullAttention(h, t);
-        for (size_t j = 0; j < weights.size(); ++j) mass[j] += sign * weights[j];
+      for (int i = 0; i < setup_.queries_per_stream(); ++i) {
+        const std::vector<float>& weights = held_[next++];
+        for (size_t j = 0; j < weights.size(); ++j) mass[j] -= weights[j];
       }
     }
+    held_.clear();
   }
 
   PolicySetup setup_;
   const FutureView* future_ = nullptr;
   std::vector<std::vector<double>> remaining_;  // [stream][position]
+  std::vector<std::vector<float>> held_;        // a measured step's weights, not yet subtracted
   int64_t subtracted_through_ = 0;
 };
 

@@ -18,6 +18,7 @@ packages=(
   gnuplot-nox            # plots (PNG via pngcairo, SVG)
   python3 python3-h5py python3-numpy  # interop tests: traces written/read by plain h5py
   clang-format
+  ccache                 # compiler cache: rebuilds and the sanitizer pass reuse objects
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #include "sim/kv_cache.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "common/error.h"
 
@@ -13,12 +14,20 @@ const char* PrecisionTierName(PrecisionTier tier) {
 KvCache::KvCache(int head_dim, int64_t max_positions)
     : head_dim_(head_dim),
       max_positions_(max_positions),
-      keys_(max_positions, head_dim),
-      values_(max_positions, head_dim),
-      entries_(static_cast<size_t>(max_positions)),
-      slot_of_(static_cast<size_t>(max_positions), -1) {
-  KVSIM_ASSERT(head_dim > 0 && max_positions >= 0, "bad cache shape {} x {}", max_positions,
-               head_dim);
+      slot_of_(static_cast<size_t>(std::max<int64_t>(max_positions, 0)), -1) {
+  KVSIM_ASSERT(
+      head_dim > 0 && max_positions >= 0 && max_positions < std::numeric_limits<int32_t>::max(),
+      "bad cache shape {} x {}", max_positions, head_dim);
+}
+
+KvCache::KvCache(ConstMatrixMap source_keys, ConstMatrixMap source_values)
+    : KvCache(static_cast<int>(source_keys.cols()), source_keys.rows()) {
+  KVSIM_ASSERT(
+      source_values.rows() == source_keys.rows() && source_values.cols() == source_keys.cols(),
+      "source keys {}x{} and values {}x{} differ", source_keys.rows(), source_keys.cols(),
+      source_values.rows(), source_values.cols());
+  source_keys_ = source_keys.data();
+  source_values_ = source_values.data();
 }
 
 int64_t KvCache::SlotOf(int64_t position) const {
@@ -40,28 +49,79 @@ int64_t KvCache::CountTier(PrecisionTier tier) const {
   return count;
 }
 
-void KvCache::Append(int64_t position, const float* key, const float* value) {
+const float* KvCache::RowData(int64_t slot, bool value) const {
+  const int32_t owned = rows_[static_cast<size_t>(slot)].owned;
+  const auto d = static_cast<size_t>(head_dim_);
+  if (owned >= 0) {
+    return (value ? owned_values_.data() : owned_keys_.data()) + static_cast<size_t>(owned) * d;
+  }
+  const auto position = static_cast<size_t>(entries_[static_cast<size_t>(slot)].position);
+  return (value ? source_values_ : source_keys_) + position * d;
+}
+
+RowMatrixXf KvCache::Gather(bool value) const {
+  RowMatrixXf rows(size_, head_dim_);
+  for (int64_t slot = 0; slot < size_; ++slot) {
+    rows.row(slot) = Eigen::Map<const Eigen::RowVectorXf>(RowData(slot, value), head_dim_);
+  }
+  return rows;
+}
+
+int32_t KvCache::NewOwnedRow() {
+  if (!free_owned_.empty()) {
+    const int32_t row = free_owned_.back();
+    free_owned_.pop_back();
+    return row;
+  }
+  const auto row = static_cast<int32_t>(owned_keys_.size() / static_cast<size_t>(head_dim_));
+  owned_keys_.resize(owned_keys_.size() + static_cast<size_t>(head_dim_));
+  owned_values_.resize(owned_values_.size() + static_cast<size_t>(head_dim_));
+  return row;
+}
+
+void KvCache::Admit(int64_t position, int32_t owned) {
   KVSIM_ASSERT(position >= 0 && position < max_positions_, "position {} outside [0, {})", position,
                max_positions_);
   KVSIM_ASSERT(slot_of_[static_cast<size_t>(position)] < 0, "position {} is already resident",
                position);
   const int64_t slot = size_++;
-  keys_.row(slot) = Eigen::Map<const Eigen::RowVectorXf>(key, head_dim_);
-  values_.row(slot) = Eigen::Map<const Eigen::RowVectorXf>(value, head_dim_);
+  if (static_cast<size_t>(slot) == entries_.size()) {
+    entries_.emplace_back();
+    rows_.emplace_back();
+  }
   entries_[static_cast<size_t>(slot)] = CacheEntry{position, PrecisionTier::kFull, 0};
-  slot_of_[static_cast<size_t>(position)] = slot;
+  rows_[static_cast<size_t>(slot)] = RowRef{owned};
+  slot_of_[static_cast<size_t>(position)] = static_cast<int32_t>(slot);
   peak_size_ = std::max(peak_size_, size_);
 }
 
+void KvCache::Append(int64_t position, const float* key, const float* value) {
+  const int32_t row = NewOwnedRow();
+  const auto offset = static_cast<size_t>(row) * static_cast<size_t>(head_dim_);
+  std::copy(key, key + head_dim_, owned_keys_.begin() + static_cast<std::ptrdiff_t>(offset));
+  std::copy(value, value + head_dim_, owned_values_.begin() + static_cast<std::ptrdiff_t>(offset));
+  Admit(position, row);
+}
+
+void KvCache::AppendFromSource(int64_t position) {
+  KVSIM_ASSERT(source_keys_ != nullptr, "AppendFromSource on a cache without a source");
+  Admit(position, -1);
+}
+
 void KvCache::Apply(const EvictionDecision& decision) {
+  const auto d = static_cast<size_t>(head_dim_);
   for (const EntryRewrite& rewrite : decision.rewrites) {
     const int64_t slot = SlotOf(rewrite.position);
     KVSIM_ASSERT(slot >= 0, "rewrite of position {} which is not resident", rewrite.position);
     KVSIM_ASSERT(rewrite.key.size() == head_dim_ && rewrite.value.size() == head_dim_,
                  "rewrite of position {} has {}/{} values, expected {}", rewrite.position,
                  rewrite.key.size(), rewrite.value.size(), head_dim_);
-    keys_.row(slot) = rewrite.key.transpose();
-    values_.row(slot) = rewrite.value.transpose();
+    RowRef& ref = rows_[static_cast<size_t>(slot)];
+    if (ref.owned < 0) ref.owned = NewOwnedRow();
+    const auto offset = static_cast<std::ptrdiff_t>(static_cast<size_t>(ref.owned) * d);
+    std::copy(rewrite.key.data(), rewrite.key.data() + head_dim_, owned_keys_.begin() + offset);
+    std::copy(rewrite.value.data(), rewrite.value.data() + head_dim_,
+              owned_values_.begin() + offset);
     entries_[static_cast<size_t>(slot)].merge_count += rewrite.merged_tokens;
     if (rewrite.tier) entries_[static_cast<size_t>(slot)].tier = *rewrite.tier;
   }
@@ -75,13 +135,13 @@ void KvCache::Apply(const EvictionDecision& decision) {
 }
 
 void KvCache::Remove(int64_t position) {
-  const int64_t slot = slot_of_[static_cast<size_t>(position)];
-  const int64_t last = size_ - 1;
+  const auto slot = static_cast<size_t>(slot_of_[static_cast<size_t>(position)]);
+  const auto last = static_cast<size_t>(size_ - 1);
+  if (rows_[slot].owned >= 0) free_owned_.push_back(rows_[slot].owned);
   if (slot != last) {
-    keys_.row(slot) = keys_.row(last);
-    values_.row(slot) = values_.row(last);
-    entries_[static_cast<size_t>(slot)] = entries_[static_cast<size_t>(last)];
-    slot_of_[static_cast<size_t>(entries_[static_cast<size_t>(slot)].position)] = slot;
+    entries_[slot] = entries_[last];
+    rows_[slot] = rows_[last];
+    slot_of_[static_cast<size_t>(entries_[slot].position)] = static_cast<int32_t>(slot);
   }
   slot_of_[static_cast<size_t>(position)] = -1;
   --size_;

@@ -4,10 +4,15 @@
 // policy proposes an EvictionDecision, the cache applies it and asserts the budget (libCacheSim's
 // split of asking from doing).
 //
-// Layout: resident entries live in slots [0, size()) with their K/V rows in two contiguous
-// matrices, so attention over the resident set is one matrix product. Removal moves the last
-// slot into the hole, so slot order is NOT position order; identify tokens by position (unique
-// within a stream), never by slot across steps.
+// Layout: resident entries live in slots [0, size()). Removal moves the last slot into the hole,
+// so slot order is NOT position order; identify tokens by position (unique within a stream),
+// never by slot across steps.
+//
+// Storage: an entry's K/V rows are either VIEWED in a source matrix the cache was built over
+// (the trace's rows for this stream: AppendFromSource), or OWNED by the cache (Append copies,
+// and every rewrite lands in owned rows). A replay keeps pristine entries as positions only, so
+// a sweep of many cells over a long trace costs O(resident positions) per cell, not copies of
+// K/V (issue 11); the closed loop, whose K/V come from the model, owns its rows.
 //
 // Thread-safety: none; one replay task owns a cache.
 #include <Eigen/Dense>
@@ -58,21 +63,35 @@ struct EvictionDecision {
 
 class KvCache {
  public:
-  // `max_positions`: one past the largest position that will ever be appended (the trace's T);
-  // storage for that many rows is reserved up front so appends never reallocate.
+  // `max_positions`: one past the largest position that will ever be appended (the trace's T).
+  // Entries are stored as needed: a cache's memory follows its resident count, not T.
   KvCache(int head_dim, int64_t max_positions);
+  // A cache whose pristine entries are views of `source_keys` / `source_values` (max_positions x
+  // head_dim, row = position), which must outlive the cache.
+  KvCache(ConstMatrixMap source_keys, ConstMatrixMap source_values);
 
   int head_dim() const { return head_dim_; }
   int64_t size() const { return size_; }
   int64_t peak_size() const { return peak_size_; }
 
-  // Resident entries and their K/V rows, slot order, size() rows. Views are valid until the next
-  // mutating call.
+  // Resident entries, slot order, size() of them. Valid until the next mutating call.
   std::span<const CacheEntry> entries() const {
     return {entries_.data(), static_cast<size_t>(size_)};
   }
-  auto Keys() const { return keys_.topRows(size_); }
-  auto Values() const { return values_.topRows(size_); }
+  // K/V row of a resident slot (head_dim), valid until the next mutating call.
+  Eigen::Map<const Eigen::RowVectorXf> KeyRow(int64_t slot) const {
+    return Eigen::Map<const Eigen::RowVectorXf>(RowData(slot, /*value=*/false), head_dim_);
+  }
+  Eigen::Map<const Eigen::RowVectorXf> ValueRow(int64_t slot) const {
+    return Eigen::Map<const Eigen::RowVectorXf>(RowData(slot, /*value=*/true), head_dim_);
+  }
+  // Every resident K (or V) row gathered in slot order: size() x head_dim (allocates; for
+  // policies that need the whole matrix, e.g. key norms, and for tests).
+  RowMatrixXf Keys() const { return Gather(/*value=*/false); }
+  RowMatrixXf Values() const { return Gather(/*value=*/true); }
+  // True when slot's K/V are rows of the source matrices (its key logits can be reused from a
+  // full-cache pass over the same source).
+  bool IsSourceView(int64_t slot) const { return rows_[static_cast<size_t>(slot)].owned < 0; }
   int64_t Position(int64_t slot) const { return entries_[static_cast<size_t>(slot)].position; }
 
   bool Contains(int64_t position) const { return SlotOf(position) >= 0; }
@@ -91,16 +110,26 @@ class KvCache {
   void set_slack_tokens(int64_t tokens) { slack_tokens_ = tokens; }
   bool OverBudget() const { return size_ > budget_tokens_ + slack_tokens_; }
 
-  // Admits a token (a prefill or decode step). key/value point at head_dim floats.
+  // Admits a token (a prefill or decode step), copying head_dim floats from key/value.
   // REQUIRES: position < max_positions and not resident.
   void Append(int64_t position, const float* key, const float* value);
+  // Admits `position` as a view of its source rows. REQUIRES a cache built over a source.
+  void AppendFromSource(int64_t position);
   // Applies a policy's decision (rewrites, then removals), then asserts the budget.
   // KVSIM_ASSERT fails if a victim or rewrite target is not resident, a victim repeats, or the
   // cache is still over budget afterwards.
   void Apply(const EvictionDecision& decision);
 
  private:
+  // Where a slot's K/V live: an owned row pair, or (owned < 0) the source rows of its position.
+  struct RowRef {
+    int32_t owned = -1;
+  };
+  void Admit(int64_t position, int32_t owned);
   void Remove(int64_t position);
+  int32_t NewOwnedRow();
+  const float* RowData(int64_t slot, bool value) const;
+  RowMatrixXf Gather(bool value) const;
 
   int head_dim_;
   int64_t max_positions_;
@@ -108,10 +137,14 @@ class KvCache {
   int64_t peak_size_ = 0;
   int64_t budget_tokens_ = 0;
   int64_t slack_tokens_ = 0;
-  RowMatrixXf keys_;    // max_positions x head_dim, rows [0, size_) resident
-  RowMatrixXf values_;  // same
-  std::vector<CacheEntry> entries_;
-  std::vector<int64_t> slot_of_;  // position -> slot or -1
+  const float* source_keys_ = nullptr;  // max_positions x head_dim, or null
+  const float* source_values_ = nullptr;
+  std::vector<CacheEntry> entries_;  // slot order, size_ valid
+  std::vector<RowRef> rows_;         // slot order, size_ valid
+  std::vector<float> owned_keys_;    // owned rows, head_dim floats each
+  std::vector<float> owned_values_;
+  std::vector<int32_t> free_owned_;  // owned rows no entry uses
+  std::vector<int32_t> slot_of_;     // position -> slot or -1
 };
 
 }  // namespace kvsim::sim

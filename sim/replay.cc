@@ -9,7 +9,6 @@
 #include "common/error.h"
 
 namespace kvsim::sim {
-namespace {
 
 using policies::EvictionPolicy;
 using policies::StreamView;
@@ -36,7 +35,9 @@ class LayerRun {
     const int64_t slack = policy.BudgetSlackTokens();
     KVSIM_ASSERT(slack >= 0, "policy {} declares negative slack {}", policy.Name(), slack);
     for (int s = 0; s < num_streams_; ++s) {
-      caches_.emplace_back(shape_.head_dim, total_len_);
+      // Pristine entries are positions viewing the trace's rows (no copies of K/V).
+      const int kv = query_head_mode_ ? s / shape_.GroupSize() : s;
+      caches_.emplace_back(layer_.keys.Head(kv), layer_.values.Head(kv));
       caches_.back().set_budget_tokens(input.budget_tokens);
       caches_.back().set_slack_tokens(slack);
     }
@@ -63,13 +64,13 @@ class LayerRun {
     reports_tiers_ = policy_.TierBytes(views_).has_value();
   }
 
-  LayerReplayResult Run() {
+  // Attaches the future and schedules the prompt's events; decode steps are scheduled per block.
+  void Start() {
     if (auto* oracle = dynamic_cast<policies::OraclePolicy*>(&policy_)) {
       KVSIM_ASSERT(in_.future != nullptr, "policy {} needs a FutureView and none was given",
                    policy_.Name());
       oracle->AttachFuture(*in_.future);
     }
-    EventQueue queue;
     std::vector<int64_t> cuts = {0, prompt_len_};  // prefill block boundaries
     // A turn arrives at the first position of its earliest segment.
     for (const traces::Segment& segment : trace_.meta().segments) {
@@ -80,11 +81,11 @@ class LayerRun {
       }
     }
     for (const auto& [turn, arrival] : arrival_roles_) {
-      queue.Push(Event{.step = arrival.first,
-                       .phase = Phase::kArrival,
-                       .type = EventType::kTurnArrival,
-                       .begin = arrival.first,
-                       .end = turn});
+      queue_.Push(Event{.step = arrival.first,
+                        .phase = Phase::kArrival,
+                        .type = EventType::kTurnArrival,
+                        .begin = arrival.first,
+                        .end = turn});
       if (in_.options.prefill_block > 0 && arrival.first < prompt_len_) {
         cuts.push_back(arrival.first);
       }
@@ -96,26 +97,37 @@ class LayerRun {
     std::sort(cuts.begin(), cuts.end());
     cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
     for (size_t i = 0; i + 1 < cuts.size(); ++i) {
-      queue.Push(Event{.step = cuts[i + 1] - 1,
-                       .phase = Phase::kPrefill,
-                       .type = EventType::kPrefillBlock,
-                       .begin = cuts[i],
-                       .end = cuts[i + 1]});
+      queue_.Push(Event{.step = cuts[i + 1] - 1,
+                        .phase = Phase::kPrefill,
+                        .type = EventType::kPrefillBlock,
+                        .begin = cuts[i],
+                        .end = cuts[i + 1]});
     }
+    scheduled_through_ = prompt_len_ - 1;
+  }
+
+  void AdvanceThrough(int64_t last_step) {
+    last_step = std::min(last_step, total_len_ - 1);
     const bool bounded = in_.options.regime == Regime::kBounded;
     const bool evict_each_step = bounded || policy_.ActsEveryStep();
     const Phase evict_phase =
         in_.options.timing == EvictTiming::kAfterAttend ? Phase::kEvict : Phase::kEvictEarly;
-    for (int64_t t = prompt_len_; t < total_len_; ++t) {
-      queue.Push(Event{.step = t, .phase = Phase::kAppend, .type = EventType::kDecodeAppend});
-      queue.Push(Event{.step = t, .phase = Phase::kAttend, .type = EventType::kAttend});
+    for (int64_t t = scheduled_through_ + 1; t <= last_step; ++t) {
+      queue_.Push(Event{.step = t, .phase = Phase::kAppend, .type = EventType::kDecodeAppend});
+      queue_.Push(Event{.step = t, .phase = Phase::kAttend, .type = EventType::kAttend});
       if (evict_each_step) {
-        queue.Push(Event{.step = t, .phase = evict_phase, .type = EventType::kEvict});
+        queue_.Push(Event{.step = t, .phase = evict_phase, .type = EventType::kEvict});
       }
-      queue.Push(Event{.step = t, .phase = Phase::kMeasure, .type = EventType::kMeasure});
-      queue.Push(Event{.step = t, .phase = Phase::kLedger, .type = EventType::kLedgerSample});
+      queue_.Push(Event{.step = t, .phase = Phase::kMeasure, .type = EventType::kMeasure});
+      queue_.Push(Event{.step = t, .phase = Phase::kLedger, .type = EventType::kLedgerSample});
     }
-    while (!queue.empty()) Dispatch(queue.Pop());
+    scheduled_through_ = std::max(scheduled_through_, last_step);
+    while (!queue_.empty() && queue_.Top().step <= scheduled_through_) Dispatch(queue_.Pop());
+  }
+
+  LayerReplayResult Finish() {
+    AdvanceThrough(total_len_ - 1);
+    while (!queue_.empty()) Dispatch(queue_.Pop());
     const int64_t samples = result_.steps * num_streams_;
     result_.resident_tokens_mean =
         samples == 0 ? 0.0 : resident_sum_ / static_cast<double>(samples);
@@ -147,11 +159,8 @@ class LayerRun {
 
   void Prefill(int64_t begin, int64_t end) {
     for (int s = 0; s < num_streams_; ++s) {
-      const int kv = views_[static_cast<size_t>(s)].kv_head;
-      for (int64_t pos = begin; pos < end; ++pos) {
-        caches_[static_cast<size_t>(s)].Append(pos, layer_.keys.Row(kv, pos),
-                                               layer_.values.Row(kv, pos));
-      }
+      for (int64_t pos = begin; pos < end; ++pos)
+        caches_[static_cast<size_t>(s)].AppendFromSource(pos);
       views_[static_cast<size_t>(s)].attention = nullptr;
     }
     const policies::PrefillView view{.layer = in_.layer,
@@ -178,8 +187,7 @@ class LayerRun {
     const bool grow = in_.options.regime == Regime::kPrefill;
     for (int s = 0; s < num_streams_; ++s) {
       KvCache& cache = caches_[static_cast<size_t>(s)];
-      const int kv = views_[static_cast<size_t>(s)].kv_head;
-      cache.Append(t, layer_.keys.Row(kv, t), layer_.values.Row(kv, t));
+      cache.AppendFromSource(t);
       if (grow && cache.budget_tokens() < policies::kUnlimitedTokens) {
         cache.set_budget_tokens(cache.budget_tokens() + 1);
       }
@@ -187,16 +195,35 @@ class LayerRun {
     step_high_water_bytes_ = KvBytes();
   }
 
-  // Attention of stream s's query heads at step t over its resident set.
+  // Attention of stream s's query heads at step t over its resident set. Logits of pristine
+  // entries come from the shared full-cache pass when there is one (the same q . k, computed
+  // once per layer); rewritten entries (merged, quantized) are scored against their own keys.
   void ComputeAttention(int s, int64_t t) {
     const StreamView& v = views_[static_cast<size_t>(s)];
     const KvCache& cache = caches_[static_cast<size_t>(s)];
-    for (int i = 0; i < queries_per_stream_; ++i) {
-      query_rows_.row(i) = Eigen::Map<const Eigen::RowVectorXf>(
-          layer_.queries.Row(v.first_q_head + i, t), shape_.head_dim);
-    }
     RowMatrixXf& a = attention_[static_cast<size_t>(s)];
-    a.noalias() = (query_rows_ * cache.Keys().transpose()) * scale_;
+    if (in_.logits != nullptr) {
+      a.resize(queries_per_stream_, cache.size());
+      const std::span<const CacheEntry> entries = cache.entries();
+      for (int i = 0; i < queries_per_stream_; ++i) {
+        const int h = v.first_q_head + i;
+        const float* logits = in_.logits->Logits(h, t).data();
+        float* row = a.row(i).data();
+        for (int64_t slot = 0; slot < cache.size(); ++slot) {
+          row[slot] = cache.IsSourceView(slot)
+                          ? logits[entries[static_cast<size_t>(slot)].position]
+                          : cache.KeyRow(slot).dot(Eigen::Map<const Eigen::RowVectorXf>(
+                                layer_.queries.Row(h, t), shape_.head_dim)) *
+                                scale_;
+        }
+      }
+    } else {
+      for (int i = 0; i < queries_per_stream_; ++i) {
+        query_rows_.row(i) = Eigen::Map<const Eigen::RowVectorXf>(
+            layer_.queries.Row(v.first_q_head + i, t), shape_.head_dim);
+      }
+      a.noalias() = (query_rows_ * cache.Keys().transpose()) * scale_;
+    }
     attend_mask_.assign(static_cast<size_t>(cache.size()), 1);
     if (policy_.AttendMask(v, t, policies::QueryHistory(layer_.queries, t), attend_mask_)) {
       KVSIM_ASSERT(std::find(attend_mask_.begin(), attend_mask_.end(), 1) != attend_mask_.end(),
@@ -264,14 +291,26 @@ class LayerRun {
       const KvCache& cache = caches_[static_cast<size_t>(s)];
       if (views_[static_cast<size_t>(s)].attention == nullptr) ComputeAttention(s, t);
       const StreamView& v = views_[static_cast<size_t>(s)];
+      GatherValues(cache);
       outputs_.middleRows(v.first_q_head, queries_per_stream_).noalias() =
-          attention_[static_cast<size_t>(s)] * cache.Values();
+          attention_[static_cast<size_t>(s)] * gathered_values_.topRows(cache.size());
       resident_sum_ += static_cast<double>(cache.size());
       result_.resident_tokens_peak = std::max(result_.resident_tokens_peak, cache.size());
     }
     if (observer_ != nullptr) {
       observer_->OnMeasure(
           MeasureView{.layer = in_.layer, .step = t, .streams = views_, .outputs = &outputs_});
+    }
+  }
+
+  // The resident V rows in slot order, into a scratch matrix reused across steps.
+  void GatherValues(const KvCache& cache) {
+    if (gathered_values_.rows() < cache.size()) {
+      gathered_values_.resize(std::max<int64_t>(cache.size(), 2 * gathered_values_.rows()),
+                              shape_.head_dim);
+    }
+    for (int64_t slot = 0; slot < cache.size(); ++slot) {
+      gathered_values_.row(slot) = cache.ValueRow(slot);
     }
   }
 
@@ -301,7 +340,7 @@ class LayerRun {
     result_.ledger.Record(step, phase, in_.layer, MemoryCategory::kQuantMetadata, bytes.metadata);
   }
 
-  const LayerReplayInput& in_;
+  LayerReplayInput in_;
   EvictionPolicy& policy_;
   ReplayObserver* observer_;
   const traces::Trace& trace_;
@@ -322,6 +361,9 @@ class LayerRun {
   std::vector<EvictionDecision> decisions_;
   RowMatrixXf outputs_;
   RowMatrixXf query_rows_;
+  RowMatrixXf gathered_values_;  // scratch: resident V rows in slot order
+  EventQueue queue_;
+  int64_t scheduled_through_ = 0;  // decode events are queued up to this step
   KvTierBytes step_high_water_bytes_;
   std::vector<uint8_t> attend_mask_;                  // scratch for EvictionPolicy::AttendMask
   std::vector<std::span<const uint8_t>> gate_flags_;  // per KV head; empty without flags
@@ -331,48 +373,63 @@ class LayerRun {
   LayerReplayResult result_;
 };
 
-}  // namespace
-
-LayerReplayResult ReplayLayer(const LayerReplayInput& input,
-                              policies::EvictionPolicy& policy,
-                              ReplayObserver* observer) {
+LayerReplay::LayerReplay(const LayerReplayInput& input,
+                         policies::EvictionPolicy& policy,
+                         ReplayObserver* observer) {
   KVSIM_ASSERT(input.trace != nullptr, "no trace");
   KVSIM_ASSERT(input.layer >= 0 && input.layer < input.trace->num_layers(), "layer {} out of range",
                input.layer);
   KVSIM_ASSERT(input.budget_tokens >= 0, "negative budget {}", input.budget_tokens);
-  return LayerRun(input, policy, observer).Run();
+  run_ = std::make_unique<LayerRun>(input, policy, observer);
+  run_->Start();
 }
 
-std::vector<int64_t> PlanLayerBudgets(const traces::Trace& trace,
-                                      std::span<policies::EvictionPolicy* const> layer_policies,
-                                      std::span<const PrefillAttention* const> prefill,
-                                      int64_t uniform_budget_tokens) {
-  const int num_layers = trace.num_layers();
-  KVSIM_ASSERT(static_cast<int>(layer_policies.size()) == num_layers &&
-                   static_cast<int>(prefill.size()) == num_layers,
-               "planning needs one policy and one prefill per layer ({})", num_layers);
+LayerReplay::~LayerReplay() = default;
+LayerReplay::LayerReplay(LayerReplay&&) noexcept = default;
+LayerReplay& LayerReplay::operator=(LayerReplay&&) noexcept = default;
+
+void LayerReplay::AdvanceThrough(int64_t last_step) { run_->AdvanceThrough(last_step); }
+
+LayerReplayResult LayerReplay::Finish() { return run_->Finish(); }
+
+LayerReplayResult ReplayLayer(const LayerReplayInput& input,
+                              policies::EvictionPolicy& policy,
+                              ReplayObserver* observer) {
+  return LayerReplay(input, policy, observer).Finish();
+}
+
+std::vector<double> LayerPlanStats(const traces::Trace& trace,
+                                   int layer,
+                                   policies::EvictionPolicy& policy,
+                                   const PrefillAttention& prefill) {
   const int64_t n = trace.meta().prompt_len;
-  std::vector<std::vector<double>> stats(static_cast<size_t>(num_layers));
-  for (int l = 0; l < num_layers; ++l) {
-    const policies::PrefillView view{
-        .layer = l,
-        .begin = 0,
-        .end = n,
-        .prompt_len = n,
-        .streams = {},
-        .attention = prefill[static_cast<size_t>(l)],
-        .queries = policies::QueryHistory(trace.layer(l).queries, n - 1)};
-    stats[static_cast<size_t>(l)] = layer_policies[static_cast<size_t>(l)]->PrefillLayerStats(view);
-  }
+  const policies::PrefillView view{
+      .layer = layer,
+      .begin = 0,
+      .end = n,
+      .prompt_len = n,
+      .streams = {},
+      .attention = &prefill,
+      .queries = policies::QueryHistory(trace.layer(layer).queries, n - 1)};
+  return policy.PrefillLayerStats(view);
+}
+
+std::vector<int64_t> AssignLayerBudgets(std::span<policies::EvictionPolicy* const> layer_policies,
+                                        std::span<const std::vector<double>> layer_stats,
+                                        int64_t prompt_len,
+                                        int64_t uniform_budget_tokens) {
+  const auto num_layers = static_cast<int>(layer_policies.size());
+  KVSIM_ASSERT(static_cast<int>(layer_stats.size()) == num_layers,
+               "planning needs one stats vector per layer ({})", num_layers);
   std::vector<int64_t> budgets(static_cast<size_t>(num_layers));
   int64_t bounded_sum = 0;
   int bounded_layers = 0;
   for (int l = 0; l < num_layers; ++l) {
     const policies::BudgetPlanView plan{.layer = l,
                                         .num_layers = num_layers,
-                                        .prompt_len = n,
+                                        .prompt_len = prompt_len,
                                         .uniform_budget_tokens = uniform_budget_tokens,
-                                        .layer_stats = stats};
+                                        .layer_stats = layer_stats};
     const int64_t b = layer_policies[static_cast<size_t>(l)]->LayerBudget(plan);
     KVSIM_ASSERT(b >= 0, "policy {} gave layer {} a negative budget {}",
                  layer_policies[static_cast<size_t>(l)]->Name(), l, b);
@@ -386,6 +443,22 @@ std::vector<int64_t> PlanLayerBudgets(const traces::Trace& trace,
                "layer budgets sum to {}, more than {} layers x {}", bounded_sum, bounded_layers,
                uniform_budget_tokens);
   return budgets;
+}
+
+std::vector<int64_t> PlanLayerBudgets(const traces::Trace& trace,
+                                      std::span<policies::EvictionPolicy* const> layer_policies,
+                                      std::span<const PrefillAttention* const> prefill,
+                                      int64_t uniform_budget_tokens) {
+  const int num_layers = trace.num_layers();
+  KVSIM_ASSERT(static_cast<int>(layer_policies.size()) == num_layers &&
+                   static_cast<int>(prefill.size()) == num_layers,
+               "planning needs one policy and one prefill per layer ({})", num_layers);
+  std::vector<std::vector<double>> stats(static_cast<size_t>(num_layers));
+  for (int l = 0; l < num_layers; ++l) {
+    stats[static_cast<size_t>(l)] = LayerPlanStats(
+        trace, l, *layer_policies[static_cast<size_t>(l)], *prefill[static_cast<size_t>(l)]);
+  }
+  return AssignLayerBudgets(layer_policies, stats, trace.meta().prompt_len, uniform_budget_tokens);
 }
 
 uint64_t MixSeed(uint64_t seed, uint64_t index) {

@@ -40,6 +40,18 @@ struct MeasureView {
   const RowMatrixXf* outputs = nullptr;
 };
 
+// Full-cache logits of one layer, computed once per block of decode steps and shared by every
+// cell that replays the layer in lockstep (analysis::FullAttentionStream). A replay given one
+// takes the logits of its pristine resident entries from it instead of recomputing q . k: the
+// same numbers, once per layer instead of once per cell.
+class SharedLogits {
+ public:
+  virtual ~SharedLogits() = default;
+  // q_t . k_j / sqrt(d) of query head `q_head` (layer-local) at decode step `step`, positions
+  // [0, step]. REQUIRES `step` inside the block the provider holds now.
+  virtual std::span<const float> Logits(int q_head, int64_t step) const = 0;
+};
+
 class ReplayObserver {
  public:
   virtual ~ReplayObserver() = default;
@@ -55,6 +67,8 @@ struct LayerReplayInput {
   const PrefillAttention* prefill = nullptr;  // this layer's shared prompt statistics
   // Required iff the policy is a policies::OraclePolicy (asserted); ignored otherwise.
   const policies::FutureView* future = nullptr;
+  // Optional: shared full-cache logits of this layer (see SharedLogits); null = compute q . k.
+  const SharedLogits* logits = nullptr;
 };
 
 // A conversation turn's first position (trace segments), as its arrival event saw it.
@@ -81,10 +95,50 @@ struct LayerReplayResult {
   std::vector<TurnArrival> turn_arrivals;
 };
 
-// Replays one layer. `policy` must be the instance built for input.layer. `observer` may be null.
+class LayerRun;
+
+// One layer's replay, advanced a block of decode steps at a time so that a sweep can move every
+// cell through the same block of shared full-cache work and then drop it (issue 11: memory that
+// does not grow with the decode length). Events are scheduled per block, so the queue stays
+// small too. `policy` (built for input.layer) and `observer` (may be null) must outlive it.
+class LayerReplay {
+ public:
+  LayerReplay(const LayerReplayInput& input,
+              policies::EvictionPolicy& policy,
+              ReplayObserver* observer);
+  ~LayerReplay();
+  LayerReplay(LayerReplay&&) noexcept;
+  LayerReplay& operator=(LayerReplay&&) noexcept;
+
+  // Runs every event up to and including decode step `last_step` (the prompt's events come
+  // first); a last_step below the prompt's end runs just the prompt. Monotone: a smaller value
+  // than before does nothing.
+  void AdvanceThrough(int64_t last_step);
+  // Runs whatever remains and returns the result. Call once.
+  LayerReplayResult Finish();
+
+ private:
+  std::unique_ptr<LayerRun> run_;
+};
+
+// Replays one layer start to end. `policy` must be the instance built for input.layer.
+// `observer` may be null.
 LayerReplayResult ReplayLayer(const LayerReplayInput& input,
                               policies::EvictionPolicy& policy,
                               ReplayObserver* observer);
+
+// Planning hook 1 for one layer: the policy's PrefillLayerStats over the whole prompt.
+std::vector<double> LayerPlanStats(const traces::Trace& trace,
+                                   int layer,
+                                   policies::EvictionPolicy& policy,
+                                   const PrefillAttention& prefill);
+// Planning hook 2 for every layer, from every layer's stats (layer_stats[l]); returns each
+// layer's budget per stream and asserts the sum is at most num_layers * uniform_budget_tokens
+// (kUnlimitedTokens excluded).
+std::vector<int64_t> AssignLayerBudgets(std::span<policies::EvictionPolicy* const> layer_policies,
+                                        std::span<const std::vector<double>> layer_stats,
+                                        int64_t prompt_len,
+                                        int64_t uniform_budget_tokens);
 
 // Runs the planning hooks (PrefillLayerStats on every layer, then LayerBudget on every layer) of
 // one replay. layer_policies[l] and prefill[l] belong to layer l; every layer of the trace must

@@ -79,8 +79,8 @@ class Recorder : public sim::ReplayObserver {
       snap.values.resize(static_cast<Eigen::Index>(snap.positions.size()), d);
       for (size_t i = 0; i < snap.positions.size(); ++i) {
         const int64_t slot = stream.cache->SlotOf(snap.positions[i]);
-        snap.keys.row(static_cast<Eigen::Index>(i)) = stream.cache->Keys().row(slot);
-        snap.values.row(static_cast<Eigen::Index>(i)) = stream.cache->Values().row(slot);
+        snap.keys.row(static_cast<Eigen::Index>(i)) = stream.cache->KeyRow(slot);
+        snap.values.row(static_cast<Eigen::Index>(i)) = stream.cache->ValueRow(slot);
         snap.merge_counts.push_back(stream.cache->entries()[static_cast<size_t>(slot)].merge_count);
       }
       step.push_back(std::move(snap));

@@ -69,8 +69,8 @@ class DemotePolicy : public EvictionPolicy {
       for (const CacheEntry& e : s.cache->entries()) {
         if (e.tier != PrecisionTier::kFull || e.position > request.step - 4) continue;
         const int64_t slot = s.cache->SlotOf(e.position);
-        Eigen::VectorXf k = s.cache->Keys().row(slot).transpose();
-        Eigen::VectorXf v = s.cache->Values().row(slot).transpose();
+        Eigen::VectorXf k = s.cache->KeyRow(slot).transpose();
+        Eigen::VectorXf v = s.cache->ValueRow(slot).transpose();
         FakeQuantizePerToken(std::span<float>(k.data(), 8), 2, 4);
         FakeQuantizePerToken(std::span<float>(v.data(), 8), 2, 4);
         decisions[static_cast<size_t>(s.stream)].rewrites.push_back(
@@ -155,8 +155,8 @@ TEST(MemoryTiers, RewriteSetsTierAndStoresQuantizedValues) {
     cache.Append(p, trace.layer(0).keys.Row(0, p), trace.layer(0).values.Row(0, p));
   }
   cache.set_budget_tokens(12);
-  Eigen::VectorXf k = cache.Keys().row(cache.SlotOf(3)).transpose();
-  Eigen::VectorXf v = cache.Values().row(cache.SlotOf(3)).transpose();
+  Eigen::VectorXf k = cache.KeyRow(cache.SlotOf(3)).transpose();
+  Eigen::VectorXf v = cache.ValueRow(cache.SlotOf(3)).transpose();
   const Eigen::VectorXf k_orig = k;
   FakeQuantizePerToken(std::span<float>(k.data(), 8), 2, 8);
   EvictionDecision d;
@@ -164,14 +164,14 @@ TEST(MemoryTiers, RewriteSetsTierAndStoresQuantizedValues) {
       .position = 3, .key = k, .value = v, .merged_tokens = 0, .tier = PrecisionTier::kQuantized});
   // A rewrite without a tier (D2O's merges) leaves the tier as it is.
   d.rewrites.push_back(EntryRewrite{.position = 4,
-                                    .key = cache.Keys().row(cache.SlotOf(4)).transpose(),
-                                    .value = cache.Values().row(cache.SlotOf(4)).transpose()});
+                                    .key = cache.KeyRow(cache.SlotOf(4)).transpose(),
+                                    .value = cache.ValueRow(cache.SlotOf(4)).transpose()});
   cache.Apply(d);
   EXPECT_EQ(cache.CountTier(PrecisionTier::kQuantized), 1);
   EXPECT_EQ(cache.entries()[static_cast<size_t>(cache.SlotOf(3))].tier, PrecisionTier::kQuantized);
   EXPECT_FALSE(cache.entries()[static_cast<size_t>(cache.SlotOf(3))].pristine());
   EXPECT_EQ(cache.entries()[static_cast<size_t>(cache.SlotOf(4))].tier, PrecisionTier::kFull);
-  EXPECT_TRUE(cache.Keys().row(cache.SlotOf(3)).transpose().isApprox(k));
+  EXPECT_TRUE(cache.KeyRow(cache.SlotOf(3)).transpose().isApprox(k));
   EXPECT_FALSE(k.isApprox(k_orig));
 }
 

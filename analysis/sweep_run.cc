@@ -1,0 +1,307 @@
+// The sweep engine: RunSweep / RunSweepOnTrace (analysis/sweep.h explains the schedule).
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "analysis/full_attention_stream.h"
+#include "analysis/metrics.h"
+#include "analysis/sweep.h"
+#include "common/error.h"
+#include "common/progress.h"
+#include "policies/registry.h"
+#include "sim/prefill_attention.h"
+#include "sim/replay.h"
+#include "traces/trace_io.h"
+
+namespace kvsim::analysis {
+namespace {
+
+// One (cell, layer) replay's outcome.
+struct LayerOutcome {
+  sim::LayerReplayResult replay;
+  MetricSamples samples;
+};
+
+// Where a sweep gets a layer's tensors: a trace already in memory, or a file read one layer at a
+// time. trace() has every layer's place; a layer's tensors are there between Load and Release.
+class LayerSource {
+ public:
+  virtual ~LayerSource() = default;
+  virtual const traces::Trace& trace() const = 0;
+  virtual void Load(int layer) = 0;
+  virtual void Release(int layer) = 0;
+};
+
+class InMemoryLayers final : public LayerSource {
+ public:
+  explicit InMemoryLayers(const traces::Trace& trace) : trace_(trace) {}
+  const traces::Trace& trace() const override { return trace_; }
+  void Load(int /*layer*/) override {}
+  void Release(int /*layer*/) override {}
+
+ private:
+  const traces::Trace& trace_;
+};
+
+class FileLayers final : public LayerSource {
+ public:
+  explicit FileLayers(const std::string& path) : reader_(path) {
+    trace_ = traces::Trace(reader_.meta(), std::vector<traces::LayerTensors>(
+                                               static_cast<size_t>(reader_.meta().shape.layers)));
+    if (reader_.has_gate_flags()) {
+      std::vector<uint8_t> flags;
+      for (int l = 0; l < reader_.meta().shape.layers; ++l) {
+        for (int h = 0; h < reader_.meta().shape.kv_heads; ++h) {
+          const std::vector<uint8_t> head = reader_.ReadGateFlags(l, h);
+          flags.insert(flags.end(), head.begin(), head.end());
+        }
+      }
+      trace_.set_gate_flags(std::move(flags));
+    }
+  }
+  const traces::Trace& trace() const override { return trace_; }
+  void Load(int layer) override { trace_.mutable_layer(layer) = reader_.ReadLayer(layer); }
+  void Release(int layer) override { trace_.mutable_layer(layer) = traces::LayerTensors{}; }
+
+ private:
+  traces::TraceReader reader_;
+  traces::Trace trace_;
+};
+
+ResultRow LayerRow(
+    const ResultRow& base, int layer, int64_t budget, int64_t total_len, const LayerOutcome& out) {
+  ResultRow row = base;
+  row.layer = std::to_string(layer);
+  // A policy that never evicts is bounded only by the trace: report T.
+  row.budget_tokens =
+      static_cast<double>(budget >= policies::kUnlimitedTokens ? total_len : budget);
+  row.steps = out.replay.steps;
+  row.mass_recall = Summarize(out.samples.mass_recall);
+  row.rel_l2_error = Summarize(out.samples.rel_l2_error);
+  row.cosine = Summarize(out.samples.cosine);
+  for (size_t k = 0; k < kTopK.size(); ++k) {
+    row.top_recall_mean[k] = Mean(out.samples.top_recall[k]);
+  }
+  row.resident_tokens_mean = out.replay.resident_tokens_mean;
+  row.resident_tokens_peak = out.replay.resident_tokens_peak;
+  row.kv_bytes_mean = out.replay.ledger.MeanDecodeBytes(layer, sim::MemoryLedger::kKvCategories);
+  row.kv_bytes_peak = out.replay.ledger.PeakBytes(layer, sim::MemoryLedger::kKvCategories).bytes;
+  return row;
+}
+
+SweepResult RunSweepOnLayers(const SweepPlan& plan,
+                             LayerSource& source,
+                             std::string_view trace_name) {
+  const auto start = std::chrono::steady_clock::now();
+  const traces::Trace& trace = source.trace();
+  const int num_layers = trace.num_layers();
+  const int64_t prompt_len = trace.meta().prompt_len;
+  const int64_t total_len = trace.meta().total_len;
+
+  SweepResult result;
+  for (const PolicySpec& spec : plan.policies) {
+    const std::string params = policies::CheckPolicy(spec.name, spec.params);
+    for (const sim::Budget& budget : plan.budgets) {
+      result.cells.push_back(CellKey{spec.name, params, budget});
+    }
+  }
+  const int num_cells = static_cast<int>(result.cells.size());
+  // Full-precision K/V bytes of one token over every layer and stream (bytes budgets).
+  const int64_t bytes_per_token =
+      trace.shape().KvBytesPerTokenPerHead() * num_layers *
+      (plan.options.gqa_mode == sim::GqaMode::kQueryHead ? trace.shape().q_heads
+                                                         : trace.shape().kv_heads);
+  const auto spec_of = [&](int cell) -> const PolicySpec& {
+    return plan.policies[static_cast<size_t>(cell) / plan.budgets.size()];
+  };
+
+  // instances[cell][layer], budgets[cell][layer], outcomes[cell][layer]: preassigned slots.
+  std::vector<std::vector<std::unique_ptr<policies::EvictionPolicy>>> instances(
+      static_cast<size_t>(num_cells));
+  std::vector<std::vector<int64_t>> budgets(static_cast<size_t>(num_cells));
+  std::vector<std::vector<LayerOutcome>> outcomes(
+      static_cast<size_t>(num_cells), std::vector<LayerOutcome>(static_cast<size_t>(num_layers)));
+  std::vector<std::vector<std::vector<double>>> plan_stats(
+      static_cast<size_t>(num_cells),
+      std::vector<std::vector<double>>(static_cast<size_t>(num_layers)));
+
+  const int threads = plan.EffectiveThreads();
+  ProgressBar progress(fmt::format("{}", trace_name), int64_t{num_cells} * num_layers,
+                       plan.progress);
+  tbb::task_arena arena(threads);
+  arena.execute([&] {
+    tbb::parallel_for(0, num_cells, [&](int c) {
+      for (int l = 0; l < num_layers; ++l) {
+        policies::PolicySetup setup;
+        setup.shape = trace.shape();
+        setup.layer = l;
+        setup.options = plan.options;
+        setup.prompt_len = prompt_len;
+        setup.total_len = total_len;
+        setup.seed = sim::LayerSeed(plan.options.seed, l);
+        instances[static_cast<size_t>(c)].push_back(
+            policies::MakePolicy(spec_of(c).name, spec_of(c).params, setup));
+      }
+    });
+    const auto layer_policy = [&](int c, int l) -> policies::EvictionPolicy& {
+      return *instances[static_cast<size_t>(c)][static_cast<size_t>(l)];
+    };
+
+    // Planning pass: only cells whose policy splits the budget from prompt statistics need every
+    // layer's prompt before any layer replays.
+    std::vector<int> planning_cells;
+    for (int c = 0; c < num_cells; ++c) {
+      if (layer_policy(c, 0).UsesPrefillLayerStats()) planning_cells.push_back(c);
+    }
+    for (int l = 0; !planning_cells.empty() && l < num_layers; ++l) {
+      source.Load(l);
+      const sim::PrefillAttention prefill(trace.layer(l), prompt_len);
+      tbb::parallel_for(0, static_cast<int>(planning_cells.size()), [&](int i) {
+        const int c = planning_cells[static_cast<size_t>(i)];
+        plan_stats[static_cast<size_t>(c)][static_cast<size_t>(l)] =
+            sim::LayerPlanStats(trace, l, layer_policy(c, l), prefill);
+      });
+      source.Release(l);
+    }
+    for (int c = 0; c < num_cells; ++c) {
+      std::vector<policies::EvictionPolicy*> layer_policies;
+      for (int l = 0; l < num_layers; ++l) layer_policies.push_back(&layer_policy(c, l));
+      budgets[static_cast<size_t>(c)] = sim::AssignLayerBudgets(
+          layer_policies, plan_stats[static_cast<size_t>(c)], prompt_len,
+          result.cells[static_cast<size_t>(c)].budget.ResolveTokens(prompt_len, bytes_per_token));
+    }
+
+    // Oracles read the whole future: one extra pass per layer, only when a cell needs it.
+    bool any_oracle = false;
+    for (int c = 0; c < num_cells; ++c) {
+      any_oracle |= dynamic_cast<policies::OraclePolicy*>(&layer_policy(c, 0)) != nullptr;
+    }
+    FullAttentionStream::Options stream_options;
+    stream_options.block_steps = plan.block_steps;
+    stream_options.future_mass_group =
+        any_oracle
+            ? (plan.options.gqa_mode == sim::GqaMode::kQueryHead ? 1 : trace.shape().GroupSize())
+            : 0;
+
+    for (int l = 0; l < num_layers; ++l) {
+      source.Load(l);
+      const sim::PrefillAttention prefill(trace.layer(l), prompt_len);
+      FullAttentionStream full(trace.layer(l), prompt_len, stream_options);
+      std::vector<std::unique_ptr<LayerMetrics>> metrics(static_cast<size_t>(num_cells));
+      std::vector<std::unique_ptr<sim::LayerReplay>> replays(static_cast<size_t>(num_cells));
+      // The first block is current before any cell starts: policies may read the first decode
+      // steps while compressing the prompt (LAQ oracle).
+      if (full.num_blocks() > 0) full.ComputeBlock(0);
+      tbb::parallel_for(0, num_cells, [&](int c) {
+        const auto cell = static_cast<size_t>(c);
+        sim::LayerReplayInput input;
+        input.trace = &trace;
+        input.layer = l;
+        input.options = plan.options;
+        input.budget_tokens = budgets[cell][static_cast<size_t>(l)];
+        input.prefill = &prefill;
+        input.future = &full;
+        input.logits = &full;
+        metrics[cell] = std::make_unique<LayerMetrics>(full);
+        replays[cell] =
+            std::make_unique<sim::LayerReplay>(input, layer_policy(c, l), metrics[cell].get());
+      });
+      for (int64_t b = 0; b < full.num_blocks(); ++b) {
+        if (b > 0) full.ComputeBlock(b);
+        const int64_t last_step = full.BlockEnd(b) - 1;
+        tbb::parallel_for(0, num_cells, [&](int c) {
+          replays[static_cast<size_t>(c)]->AdvanceThrough(last_step);
+        });
+      }
+      tbb::parallel_for(0, num_cells, [&](int c) {
+        const auto cell = static_cast<size_t>(c);
+        LayerOutcome& out = outcomes[cell][static_cast<size_t>(l)];
+        out.replay = replays[cell]->Finish();
+        out.samples = metrics[cell]->TakeSamples();
+        replays[cell].reset();
+        instances[cell][static_cast<size_t>(l)].reset();
+        progress.Advance();
+      });
+      source.Release(l);
+    }
+  });
+  progress.Finish();
+
+  // Rows in plan order: per cell, layers 0..L-1 then `all`.
+  const std::string regime = sim::RegimeName(plan.options.regime);
+  for (int c = 0; c < num_cells; ++c) {
+    const auto cell = static_cast<size_t>(c);
+    const CellKey& key = result.cells[cell];
+    sim::MemoryLedger ledger;
+    MetricSamples all_samples;
+    ResultRow all;
+    all.trace = std::string(trace_name);
+    all.policy = key.policy;
+    all.params = key.params;
+    all.budget = key.budget.text;
+    all.regime = regime;
+    all.layer = "all";
+    double budget_sum = 0.0;
+    double resident_sum = 0.0;
+    for (int l = 0; l < num_layers; ++l) {
+      const LayerOutcome& out = outcomes[cell][static_cast<size_t>(l)];
+      const ResultRow row = LayerRow(all, l, budgets[cell][static_cast<size_t>(l)], total_len, out);
+      result.table.Add(row);
+      ledger.Merge(out.replay.ledger);
+      all_samples.Append(out.samples);
+      budget_sum += row.budget_tokens;
+      resident_sum += row.resident_tokens_mean;
+      all.steps = row.steps;
+      all.resident_tokens_peak = std::max(all.resident_tokens_peak, row.resident_tokens_peak);
+    }
+    all.budget_tokens = budget_sum / num_layers;
+    all.mass_recall = Summarize(all_samples.mass_recall);
+    all.rel_l2_error = Summarize(all_samples.rel_l2_error);
+    all.cosine = Summarize(all_samples.cosine);
+    for (size_t k = 0; k < kTopK.size(); ++k) {
+      all.top_recall_mean[k] = Mean(all_samples.top_recall[k]);
+    }
+    all.resident_tokens_mean = resident_sum / num_layers;
+    all.kv_bytes_mean =
+        ledger.MeanDecodeBytes(sim::MemoryLedger::kAllLayers, sim::MemoryLedger::kKvCategories);
+    all.kv_bytes_peak =
+        ledger.PeakBytes(sim::MemoryLedger::kAllLayers, sim::MemoryLedger::kKvCategories).bytes;
+    result.table.Add(all);
+    result.ledgers.push_back(std::move(ledger));
+  }
+  result.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace
+
+SweepResult RunSweepOnTrace(const SweepPlan& plan,
+                            const traces::Trace& trace,
+                            std::string_view trace_name) {
+  InMemoryLayers source(trace);
+  return RunSweepOnLayers(plan, source, trace_name);
+}
+
+SweepResult RunSweep(const SweepPlan& plan) {
+  plan.Validate();
+  const auto start = std::chrono::steady_clock::now();
+  SweepResult result;
+  for (const std::string& path : plan.traces) {
+    FileLayers source(path);
+    SweepResult one =
+        RunSweepOnLayers(plan, source, std::filesystem::path(path).filename().string());
+    result.table.Append(one.table);
+    result.cells = one.cells;
+    for (sim::MemoryLedger& ledger : one.ledgers) result.ledgers.push_back(std::move(ledger));
+  }
+  result.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace kvsim::analysis

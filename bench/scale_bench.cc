@@ -1,0 +1,273 @@
+// Replay at the seeds' scale (issue 11): runs the `kvsim` binary on Llama-3-8B-shaped synthetic
+// traces and prints, per case, wall and CPU time, peak RSS, FLOPs of the full-attention pass and
+// of the prompt statistics, the effective GFLOP/s and its ratio to an Eigen float GEMM measured in
+// this same run (1 thread and all threads), and the sweep-to-one-replay ratio. It drives the CLI
+// (fork + exec, rusage of the child) so the same bench measures any build, e.g. an older one:
+//   kvsim_scale_bench --kvsim build/kvsim --cases i,ii --workdir /tmp/kvsim-scale
+// Cases (traces are generated once into --workdir and reused):
+//   i    2 layers, 2048 prompt + 128 decode: full, h2o@512, and a 12-cell sweep
+//   ii   1 layer, 32768 + 4096: streaming@1024; and 32768 + 8192 to show RSS does not grow
+//   iii  4 layers, 8192 + 8192 (a reasoning-length decode): full and h2o@1024
+//   iv   32 layers, 32768 + 2048: every policy x 8 budgets (after `kvsim stats`); hours here
+// Speed figures are ratios to the same-run GEMM because the machines are shared; the load
+// average is printed beside them. Prints figures; never asserts on time.
+#include <fmt/core.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <tbb/info.h>
+#include <tbb/parallel_for.h>
+#include <unistd.h>
+
+#include <Eigen/Dense>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunStats {
+  double wall = 0.0;
+  double cpu = 0.0;
+  double peak_rss_gb = 0.0;
+  int status = 0;
+};
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+// Runs argv to completion with stdout sent to /dev/null; wall time, user+sys CPU and max RSS.
+RunStats Run(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (freopen("/dev/null", "w", stdout) == nullptr) _exit(127);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  RunStats stats;
+  struct rusage usage {};
+  wait4(pid, &stats.status, 0, &usage);
+  stats.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats.cpu = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+              1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+  stats.peak_rss_gb = static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+  return stats;
+}
+
+// Eigen float GEMM (n x n times n x n), best of a few runs; with threads > 1 the output columns
+// are split over TBB workers (Eigen itself is single-threaded here).
+double GemmGflops(int threads) {
+  const int n = 1024;
+  Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n);
+  Eigen::MatrixXf b = Eigen::MatrixXf::Random(n, n);
+  Eigen::MatrixXf c(n, n);
+  double best = 0.0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    tbb::parallel_for(0, threads, [&](int part) {
+      const int begin = n * part / threads;
+      const int end = n * (part + 1) / threads;
+      c.middleCols(begin, end - begin).noalias() = a * b.middleCols(begin, end - begin);
+    });
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 2.0 * n * n * static_cast<double>(n) / s / 1e9);
+  }
+  return best;
+}
+
+struct Shape {
+  int layers;
+  int64_t prompt;
+  int64_t decode;
+};
+constexpr int kQHeads = 32;
+constexpr int kHeadDim = 128;
+
+// Full-cache pass: q.K and weights.V for every decode step over every visible position.
+double FullPassFlops(const Shape& s) {
+  double visible = 0.0;
+  for (int64_t t = s.prompt; t < s.prompt + s.decode; ++t) visible += static_cast<double>(t + 1);
+  return 4.0 * kQHeads * visible * kHeadDim * s.layers;
+}
+// Prompt statistics (H2O column sums): causal q.K over the prompt.
+double PromptStatsFlops(const Shape& s) {
+  const auto n = static_cast<double>(s.prompt);
+  return 2.0 * kQHeads * n * (n + 1.0) / 2.0 * kHeadDim * s.layers;
+}
+
+class Bench {
+ public:
+  Bench(std::string kvsim, fs::path workdir, int threads)
+      : kvsim_(std::move(kvsim)), workdir_(std::move(workdir)), threads_(threads) {
+    fs::create_directories(workdir_);
+    gemm1_ = GemmGflops(1);
+    gemm_all_ = GemmGflops(threads_);
+    fmt::print("scale_bench: {}  threads {}  load average {}\n", kvsim_, threads_, LoadAverage());
+    fmt::print(
+        "Eigen float GEMM (same flags, this run): {:.1f} GFLOP/s on 1 thread, {:.1f} on {}\n",
+        gemm1_, gemm_all_, threads_);
+    fmt::print("{:<6} {:<34} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}\n", "case", "run", "wall s",
+               "cpu s", "rss GB", "GFLOP", "GFLOP/s", "vs GEMM", "load");
+  }
+
+  std::string Trace(const Shape& s) {
+    const fs::path path =
+        workdir_ / fmt::format("llama3-8b_L{}_{}+{}.h5", s.layers, s.prompt, s.decode);
+    if (!fs::exists(path)) {
+      const RunStats st =
+          Run({kvsim_, "synth", "--shape", "llama-3-8b", "--layers", std::to_string(s.layers),
+               "--prompt", std::to_string(s.prompt), "--decode", std::to_string(s.decode),
+               "--scenario", "mixed", "-o", path.string()});
+      fmt::print("{:<6} {:<34} {:>8.1f} {:>8.1f} {:>8.2f}   ({:.0f} MB written, exit {})\n", "",
+                 "synth " + path.filename().string(), st.wall, st.cpu, st.peak_rss_gb,
+                 static_cast<double>(fs::exists(path) ? fs::file_size(path) : 0) / 1e6,
+                 WEXITSTATUS(st.status));
+    }
+    return path.string();
+  }
+
+  // One run; `flops` is the work the run must do at least (full pass, plus prompt statistics
+  // when its policy needs them); returns the wall time.
+  RunStats Measure(const std::string& label,
+                   const std::string& what,
+                   const std::vector<std::string>& args,
+                   double flops) {
+    std::vector<std::string> argv = {kvsim_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--threads");
+    argv.push_back(std::to_string(threads_));
+    const RunStats st = Run(argv);
+    const double rate = flops / st.wall / 1e9;
+    fmt::print("{:<6} {:<34} {:>8.1f} {:>8.1f} {:>8.2f} {:>10.0f} {:>9.1f} {:>9.2f} {:>8}{}\n",
+               label, what, st.wall, st.cpu, st.peak_rss_gb, flops / 1e9, rate, rate / gemm_all_,
+               LoadAverage().substr(0, 4),
+               st.status == 0 ? "" : fmt::format("  (exit {})", WEXITSTATUS(st.status)));
+    std::fflush(stdout);
+    return st;
+  }
+
+  std::vector<std::string> Replay(const std::string& trace,
+                                  const std::string& policy,
+                                  const std::string& budget) {
+    return {"replay", "--trace", trace, "--policy", policy, "--budget", budget};
+  }
+  std::vector<std::string> Sweep(const std::string& trace,
+                                 const std::vector<std::string>& policies,
+                                 const std::vector<std::string>& budgets) {
+    const fs::path out = workdir_ / "sweep_out";
+    fs::create_directories(out);
+    std::vector<std::string> args = {"sweep", "--trace", trace, "--out", out.string()};
+    for (const std::string& p : policies) args.insert(args.end(), {"--policy", p});
+    for (const std::string& b : budgets) args.insert(args.end(), {"--budget", b});
+    return args;
+  }
+
+  void CaseI() {
+    const Shape s{2, 2048, 128};
+    const std::string t = Trace(s);
+    const double full = FullPassFlops(s);
+    const double stats = PromptStatsFlops(s);
+    const RunStats one = Measure("i", "replay full", Replay(t, "full", "512"), full);
+    Measure("i", "replay h2o@512", Replay(t, "h2o", "512"), full + stats);
+    const RunStats sweep = Measure(
+        "i", "sweep 4 policies x 3 budgets",
+        Sweep(t, {"streaming", "h2o", "tova", "snapkv"}, {"128", "256", "512"}), full + stats);
+    fmt::print("{:<6} sweep (12 cells) / one full replay: {:.2f}\n", "i", sweep.wall / one.wall);
+  }
+
+  void CaseII() {
+    for (const int64_t decode : {4096, 8192}) {
+      const Shape s{1, 32768, decode};
+      const std::string t = Trace(s);
+      Measure("ii", fmt::format("replay streaming@1024 ({}+{})", s.prompt, s.decode),
+              Replay(t, "streaming", "1024"), FullPassFlops(s));
+    }
+  }
+
+  void CaseIII() {
+    const Shape s{4, 8192, 8192};
+    const std::string t = Trace(s);
+    Measure("iii", "replay full", Replay(t, "full", "1024"), FullPassFlops(s));
+    Measure("iii", "replay h2o@1024", Replay(t, "h2o", "1024"),
+            FullPassFlops(s) + PromptStatsFlops(s));
+  }
+
+  void CaseIV() {
+    const Shape s{32, 32768, 2048};
+    const std::string t = Trace(s);
+    Measure("iv", "stats (prompt statistics)", {"stats", t}, PromptStatsFlops(s));
+    const RunStats one = Measure("iv", "replay full", Replay(t, "full", "1024"), FullPassFlops(s));
+    const RunStats all =
+        Measure("iv", "sweep all x 8 budgets",
+                Sweep(t, {"all"}, {"128", "256", "512", "1024", "2048", "4096", "0.25p", "0.5p"}),
+                FullPassFlops(s));
+    fmt::print("{:<6} sweep / one full replay: {:.2f}\n", "iv", all.wall / one.wall);
+  }
+
+ private:
+  std::string kvsim_;
+  fs::path workdir_;
+  int threads_;
+  double gemm1_ = 0.0;
+  double gemm_all_ = 0.0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string kvsim = KVSIM_CLI_PATH;
+  std::string cases = "i";
+  fs::path workdir = fs::temp_directory_path() / "kvsim-scale-bench";
+  int threads = tbb::info::default_concurrency();
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--kvsim")
+      kvsim = argv[i + 1];
+    else if (flag == "--cases")
+      cases = argv[i + 1];
+    else if (flag == "--workdir")
+      workdir = argv[i + 1];
+    else if (flag == "--threads")
+      threads = std::atoi(argv[i + 1]);
+    else {
+      fmt::print(stderr,
+                 "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv] [--workdir DIR] "
+                 "[--threads N]\n",
+                 argv[0]);
+      return 2;
+    }
+  }
+  if (!fs::exists(kvsim)) {
+    fmt::print(stderr, "scale_bench: {} not found (pass --kvsim PATH)\n", kvsim);
+    return 2;
+  }
+  Bench bench(fs::absolute(kvsim).string(), workdir, threads);
+  std::stringstream list(cases);
+  for (std::string c; std::getline(list, c, ',');) {
+    if (c == "i")
+      bench.CaseI();
+    else if (c == "ii")
+      bench.CaseII();
+    else if (c == "iii")
+      bench.CaseIII();
+    else if (c == "iv")
+      bench.CaseIV();
+    else
+      fmt::print(stderr, "unknown case {}\n", c);
+  }
+  return 0;
+}
