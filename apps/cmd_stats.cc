@@ -71,7 +71,7 @@ void RegisterStatsCommand(CLI::App& app) {
       "stats",
       "Compute the causal prompt attention column sums of every layer (H2O, D2O, MiKV, "
       "LazyEviction's prefill scores; O(prompt^2) per layer) and store them beside the trace as "
-      "TRACE.stats.h5, which replay and sweep read instead of recomputing. Layers already "
+      "TRACE.stats.h5, so that replays can read them instead of recomputing. Layers already "
       "stored for the same data are kept; the trace itself is never modified.");
   cmd->add_option("trace", args->trace, "trace file (HDF5, traces/FORMAT.md)")->required();
   cmd->add_flag("--force", args->force,
