@@ -93,7 +93,8 @@ TEST_P(CausalColumnSumsVsBruteForce, AgreesWithinFloatRounding) {
     const Eigen::VectorXd want = BruteForceColumnSums(layer, h, c.n);
     ASSERT_EQ(sums[h].size(), c.n);
     // Every row's weights sum to 1, so the column sums add up to n.
-    EXPECT_NEAR(sums[h].cast<double>().sum(), static_cast<double>(c.n), 1e-6 * static_cast<double>(c.n));
+    EXPECT_NEAR(sums[h].cast<double>().sum(), static_cast<double>(c.n),
+                1e-6 * static_cast<double>(c.n));
     const double err = MaxRelativeError(sums[h], want);
     EXPECT_LT(err, 2e-6) << "head " << h << ": max relative error " << err;
   }
