@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cmd_stats.h"
 #include "apps/command.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
@@ -35,6 +36,7 @@ struct CaptureArgs {
   float top_p = 1.0f;
   uint64_t seed = 0;
   bool pre_rope = false;
+  bool no_stats = false;  // skip the prompt-statistics sidecar
 };
 
 traces::StorageType ParseStorage(const std::string& s) {
@@ -100,6 +102,12 @@ void RunCapture(const CaptureArgs& args) {
              static_cast<double>(result.tokens.size()) / std::max(result.seconds, 1e-9));
   fmt::print("trace: {}\n", args.out);
   if (tokenizer != nullptr) fmt::print("text: {}\n", result.text);
+  if (!args.no_stats) {
+    const PromptStatsUpdate stats =
+        UpdatePromptStats(args.out, /*force=*/true, /*per_layer=*/false);
+    fmt::print("wrote {}: prompt statistics of {} layers ({:.2f} s; kvsim stats)\n", stats.sidecar,
+               stats.layers, stats.seconds);
+  }
 }
 
 }  // namespace
@@ -138,6 +146,8 @@ void RegisterCaptureCommand(CLI::App& app) {
   cmd->add_option("--prefill-block", args->prefill_block,
                   "prompt positions per prefill step (0 = whole prompt)")
       ->capture_default_str();
+  cmd->add_flag("--no-stats", args->no_stats,
+                "do not write the prompt-statistics sidecar OUT.stats.h5 (see kvsim stats)");
   cmd->callback([args] { RunCapture(*args); });
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cmd_stats.h"
 #include "apps/command.h"
 #include "common/error.h"
 #include "models/model_shape.h"
@@ -32,6 +33,7 @@ struct SynthArgs {
   uint64_t seed = 1;
   std::string output;
   std::string dtype = "float16";
+  bool no_stats = false;  // skip the prompt-statistics sidecar
   // Knobs given on the command line, applied over the scenario's defaults.
   std::vector<std::function<void(synthetic::SynthParams&)>> knobs;
 };
@@ -108,6 +110,12 @@ void RunSynth(const SynthArgs& args) {
       args.output, shape.name, shape.layers, params.prompt_len + params.decode_len,
       params.prompt_len, args.scenario, args.dtype, seconds(generated - start),
       seconds(written - generated));
+  if (!args.no_stats) {
+    const PromptStatsUpdate stats =
+        UpdatePromptStats(args.output, /*force=*/true, /*per_layer=*/false);
+    fmt::print("wrote {}: prompt statistics of {} layers ({:.2f} s; kvsim stats)\n", stats.sidecar,
+               stats.layers, stats.seconds);
+  }
 }
 
 }  // namespace
@@ -156,6 +164,8 @@ void RegisterSynthCommand(CLI::App& app) {
   AddKnob(cmd, *args, "--turns", &P::turns, "multi-turn segments before the question");
   AddKnob(cmd, *args, "--question-len", &P::question_len, "positions of the final question");
   AddKnob(cmd, *args, "--topic-gain", &P::topic_gain, "logit gain of the question's topic");
+  cmd->add_flag("--no-stats", args->no_stats,
+                "do not write the prompt-statistics sidecar OUTPUT.stats.h5 (see kvsim stats)");
   cmd->callback([args] { RunSynth(*args); });
 }
 

@@ -4,8 +4,10 @@
 // prefill (causal attention of prompt queries over prompt keys), so policies may use it.
 //
 // Thread-safety: every accessor may be called concurrently; each statistic is computed once
-// (std::call_once) and then read-only. Lifetime: references stay valid while this object lives;
-// it keeps a reference to `layer`, which must outlive it.
+// (std::call_once) and then read-only. SetColumnSums may race with ColumnSums safely (whichever
+// runs first provides the sums; a later SetColumnSums is an assertion failure). Lifetime:
+// references stay valid while this object lives; it keeps a reference to `layer`, which must
+// outlive it.
 #include <Eigen/Dense>
 #include <cstdint>
 #include <memory>
@@ -17,10 +19,31 @@
 
 namespace kvsim::sim {
 
+// Column sums of the causal softmax attention of `queries` over `keys` (both n x d, the same n):
+// S[j] = sum_{i=j}^{n-1} softmax_{k<=i}(q_i . k_k / sqrt(d))[j]. Blocked and fused: logits come
+// from GEMMs on (row block x column tile) pieces that stay in cache, the fully masked upper
+// triangle is never computed, and each row block's column sums are one weighted reduction over
+// its tiles, added to a double accumulator. Serial and deterministic. O(n^2 d) time, O(128 n)
+// extra memory.
+Eigen::VectorXf CausalColumnSums(const ConstMatrixMap& queries, const ConstMatrixMap& keys);
+
+// CausalColumnSums of every query head of `layer` over its KV head's keys, prompt positions
+// [0, prompt_len) only; one vector per query head. Parallel over query heads (TBB, isolated so
+// a caller inside a TBB task cannot pick up unrelated work while waiting); bit-identical for any
+// thread count, since each head is computed serially.
+std::vector<Eigen::VectorXf> ComputeColumnSums(const traces::LayerTensors& layer,
+                                               int64_t prompt_len);
+
 class PrefillAttention {
  public:
   // `layer`: queries [Hq, T, d], keys [Hkv, T, d]; only positions [0, prompt_len) are read.
   PrefillAttention(const traces::LayerTensors& layer, int64_t prompt_len);
+  // As above, with the column sums already known (a prompt-stats sidecar, traces/prompt_stats.h):
+  // ColumnSums returns them instead of computing. REQUIRES column_sums.size() == Hq and every
+  // vector of length prompt_len (asserted; the loader validates what it read from disk).
+  PrefillAttention(const traces::LayerTensors& layer,
+                   int64_t prompt_len,
+                   std::vector<Eigen::VectorXf> column_sums);
   PrefillAttention(const PrefillAttention&) = delete;
   PrefillAttention& operator=(const PrefillAttention&) = delete;
 
@@ -29,9 +52,14 @@ class PrefillAttention {
   int group_size() const { return group_size_; }
 
   // H2O's prefill score of query head `q_head` (layer-local): S[j] = sum_{i=j}^{n-1} A[i, j], the
-  // column sums of the causal prompt attention (H2O card, (b)). Length prompt_len. Computed in
-  // row blocks with Eigen products, O(n^2 d) once per head.
+  // column sums of the causal prompt attention (H2O card, (b)). Length prompt_len. The first call
+  // computes every head of the layer at once (ComputeColumnSums, O(Hq n^2 d)) unless they were
+  // given; later calls only read.
   const Eigen::VectorXf& ColumnSums(int q_head) const;
+
+  // Provides the column sums instead of computing them, same contract as the constructor above.
+  // Call before sharing the object; asserts if ColumnSums already computed or was given them.
+  void SetColumnSums(std::vector<Eigen::VectorXf> column_sums);
 
   // Attention of the last `window` prompt queries of `q_head` over all prompt keys, causal inside
   // the window: row r is query n-window+r over keys [0, n); weights past the query are 0.
@@ -51,8 +79,9 @@ class PrefillAttention {
   int64_t prompt_len_;
   int num_q_heads_;
   int group_size_;
+  // Filled once, by the first ColumnSums (computed) or SetColumnSums (given).
+  mutable std::once_flag column_once_;
   mutable std::vector<Eigen::VectorXf> column_sums_;
-  mutable std::unique_ptr<std::once_flag[]> column_once_;
 };
 
 }  // namespace kvsim::sim
