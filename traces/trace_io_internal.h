@@ -49,4 +49,12 @@ inline HeadTensor& TensorOf(LayerTensors& l, int index) {
   return const_cast<HeadTensor&>(TensorOf(static_cast<const LayerTensors&>(l), index));
 }
 
+// Makes `t` a zero-initialized [heads, positions, dim] tensor unless it already has that shape,
+// in which case its memory (and contents) are kept.
+inline void EnsureShape(HeadTensor& t, int heads, int64_t positions, int dim) {
+  if (t.heads() != heads || t.positions() != positions || t.dim() != dim) {
+    t = HeadTensor(heads, positions, dim);
+  }
+}
+
 }  // namespace kvsim::traces::internal

@@ -58,17 +58,18 @@ class TraceReader::Impl {
   uint64_t file_bytes() const { return file_bytes_; }
   bool has_gate_flags() const { return has_gate_flags_; }
 
-  LayerTensors ReadLayer(int layer) const {
+  void ReadLayer(int layer, LayerTensors* out) const {
     CheckLayerIndex(layer);
-    LayerTensors out;
     for (int t = 0; t < 5; ++t) {
-      if (kTensors[t].pre_rope && !meta_.has_pre_rope) continue;
+      HeadTensor& tensor = TensorOf(*out, t);
+      if (kTensors[t].pre_rope && !meta_.has_pre_rope) {
+        tensor = HeadTensor();
+        continue;
+      }
       const int heads = kTensors[t].query ? meta_.shape.q_heads : meta_.shape.kv_heads;
-      HeadTensor& tensor = TensorOf(out, t);
-      tensor = HeadTensor(heads, meta_.total_len, meta_.shape.head_dim);
+      internal::EnsureShape(tensor, heads, meta_.total_len, meta_.shape.head_dim);
       ReadHeads(LayerPath(layer, kTensors[t].name), 0, heads, tensor.data());
     }
-    return out;
   }
 
   KvHeadSlice ReadSlice(int layer, int kv_head) const {
@@ -477,17 +478,20 @@ class TraceReader::Impl {
   }
 
   // Reads heads [head_begin, head_begin + head_count) of a validated [heads, T, d] dataset into
-  // `dst` as float32, row-major.
+  // `dst` as float32, row-major. float16 goes through a buffer of one head, not of all of them:
+  // fresh memory costs a page fault per 4 KiB, which dominates a read from the page cache.
   void ReadHeads(const std::string& name, int head_begin, int head_count, float* dst) const {
     if (meta_.storage == StorageType::kFloat32) {
       ReadStored(name, head_begin, head_count, dst);
       return;
     }
-    const size_t n = static_cast<size_t>(head_count) * static_cast<size_t>(meta_.total_len) *
-                     static_cast<size_t>(meta_.shape.head_dim);
+    const size_t n =
+        static_cast<size_t>(meta_.total_len) * static_cast<size_t>(meta_.shape.head_dim);
     std::vector<uint16_t> raw(n);
-    ReadStored(name, head_begin, head_count, raw.data());
-    float16::Decode(raw.data(), n, dst);
+    for (int h = 0; h < head_count; ++h) {
+      ReadStored(name, head_begin + h, 1, raw.data());
+      float16::Decode(raw.data(), n, dst + static_cast<size_t>(h) * n);
+    }
   }
 
   // Reads heads as stored: float16 bits into uint16_t, float32 into float.
@@ -527,7 +531,12 @@ const std::string& TraceReader::path() const { return impl_->path(); }
 const TraceMeta& TraceReader::meta() const { return impl_->meta(); }
 StorageType TraceReader::storage() const { return impl_->meta().storage; }
 uint64_t TraceReader::file_bytes() const { return impl_->file_bytes(); }
-LayerTensors TraceReader::ReadLayer(int layer) const { return impl_->ReadLayer(layer); }
+LayerTensors TraceReader::ReadLayer(int layer) const {
+  LayerTensors out;
+  impl_->ReadLayer(layer, &out);
+  return out;
+}
+void TraceReader::ReadLayer(int layer, LayerTensors* out) const { impl_->ReadLayer(layer, out); }
 KvHeadSlice TraceReader::ReadSlice(int layer, int kv_head) const {
   return impl_->ReadSlice(layer, kv_head);
 }

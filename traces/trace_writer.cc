@@ -384,31 +384,42 @@ void TraceWriter::SetSegments(std::vector<Segment> segments) {
 int64_t TraceWriter::positions_written() const { return impl_->positions_written(); }
 void TraceWriter::Commit() { impl_->Commit(); }
 
+namespace {
+
+// WriteTrace and WriteTraceByLayer take every position at once: the meta must list them all.
+void CheckTokenCounts(const std::string& path, const TraceMeta& meta) {
+  const int64_t total = meta.total_len;
+  if (static_cast<int64_t>(meta.token_ids.size()) != total ||
+      (!meta.token_text.empty() && static_cast<int64_t>(meta.token_text.size()) != total)) {
+    ThrowInputError(
+        "{}: {} token ids and {} token texts for total_len = {}, expected {} ids and {} texts or "
+        "none",
+        path, meta.token_ids.size(), meta.token_text.size(), total, total, total);
+  }
+}
+
+}  // namespace
+
 void WriteTrace(const std::string& path, const Trace& trace, TraceWriterOptions options) {
+  // Layer by layer from the trace's own buffers: Append would need the layers copied into one
+  // contiguous span first, then buffers them again chunk by chunk.
   const TraceMeta& meta = trace.meta();
+  CheckTokenCounts(path, meta);
   options.with_pre_rope = meta.has_pre_rope;
   TraceWriter writer(path, meta, options);
-  std::vector<LayerTensors> layers;
-  layers.reserve(static_cast<size_t>(trace.num_layers()));
-  for (int l = 0; l < trace.num_layers(); ++l) layers.push_back(trace.layer(l));
-  writer.Append(meta.token_ids, meta.token_text, layers);
-  writer.SetPromptLength(meta.prompt_len);
-  writer.SetSegments(meta.segments);
+  TraceWriter::Impl& impl = *writer.impl_;
+  impl.SetTokens(meta.token_ids, meta.token_text);
+  impl.SetPromptLength(meta.prompt_len);
+  impl.SetSegments(meta.segments);
+  for (int l = 0; l < meta.shape.layers; ++l) impl.WriteLayer(l, trace.layer(l), meta.total_len);
   writer.Commit();
 }
 
 void WriteTraceByLayer(const std::string& path,
                        const TraceMeta& meta,
-                       const std::function<LayerTensors(int layer)>& produce,
+                       const std::function<void(int layer, LayerTensors& out)>& produce,
                        TraceWriterOptions options) {
-  const int64_t total = meta.total_len;
-  if (static_cast<int64_t>(meta.token_ids.size()) != total ||
-      (!meta.token_text.empty() && static_cast<int64_t>(meta.token_text.size()) != total)) {
-    ThrowInputError(
-        "{}: {} token ids and {} token texts for total_len = {}, expected {} (texts: {} "
-        "or none)",
-        path, meta.token_ids.size(), meta.token_text.size(), total, total, total);
-  }
+  CheckTokenCounts(path, meta);
   options.with_pre_rope = meta.has_pre_rope;
   TraceWriter writer(path, meta, options);
   TraceWriter::Impl& impl = *writer.impl_;
@@ -416,13 +427,17 @@ void WriteTraceByLayer(const std::string& path,
   impl.SetPromptLength(meta.prompt_len);
   impl.SetSegments(meta.segments);
   // Layer l + 1 is produced on another thread while layer l is encoded and written, so a
-  // producer that computes and a disk that writes both stay busy; two layers are in memory.
+  // producer that computes and a disk that writes both stay busy. `next` is declared after the
+  // buffers so that, on an exception, it waits for the producer before they go.
   const int layers = meta.shape.layers;
-  std::future<LayerTensors> next = std::async(std::launch::async, produce, 0);
+  LayerTensors buffers[2];
+  std::future<void> next = std::async(std::launch::async, [&] { produce(0, buffers[0]); });
   for (int l = 0; l < layers; ++l) {
-    const LayerTensors current = next.get();
-    if (l + 1 < layers) next = std::async(std::launch::async, produce, l + 1);
-    impl.WriteLayer(l, current, total);
+    next.get();
+    if (l + 1 < layers) {
+      next = std::async(std::launch::async, [&, l] { produce(l + 1, buffers[(l + 1) % 2]); });
+    }
+    impl.WriteLayer(l, buffers[l % 2], meta.total_len);
   }
   writer.Commit();
 }

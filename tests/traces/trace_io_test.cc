@@ -205,6 +205,19 @@ TEST(TraceIo, ReadSliceMatchesLayerAndGroupsQueryHeads) {
   EXPECT_FALSE(reader.has_gate_flags());
 }
 
+TEST(TraceIo, ReadLayerIntoReusedBuffersEqualsFreshRead) {
+  TempDir dir;
+  const Trace trace = MakeTrace(10, 4, /*pre_rope=*/true);
+  WriteTrace(dir.File("t.h5"), trace);
+  const TraceReader reader(dir.File("t.h5"));
+  LayerTensors reused;
+  reused.keys = HeadTensor(7, 1, 1);  // wrong shape: replaced
+  for (int l : {0, 1, 0}) {
+    reader.ReadLayer(l, &reused);
+    EXPECT_EQ(reused, reader.ReadLayer(l)) << "layer " << l;
+  }
+}
+
 TEST(TraceIo, SegmentsRoundTrip) {
   TempDir dir;
   Trace trace = MakeTrace(10, 6);
@@ -359,9 +372,9 @@ TEST(TraceIo, WriteTraceByLayerEqualsWriteTrace) {
     std::vector<int> produced;
     WriteTraceByLayer(
         dir.File("layers.h5"), trace.meta(),
-        [&](int l) {
+        [&](int l, LayerTensors& out) {
           produced.push_back(l);
-          return trace.layer(l);
+          out = trace.layer(l);
         },
         options);
     EXPECT_THAT(produced, ElementsAre(0, 1));
@@ -377,23 +390,23 @@ TEST(TraceIo, WriteTraceByLayerFailureLeavesNothing) {
   const Trace trace = MakeTrace(9, 4);
   ExpectInputError(
       [&] {
-        WriteTraceByLayer(dir.File("t.h5"), trace.meta(), [&](int l) {
-          LayerTensors layer = trace.layer(l);
-          if (l == 1) layer.values = HeadTensor(2, 8, 3);
-          return layer;
+        WriteTraceByLayer(dir.File("t.h5"), trace.meta(), [&](int l, LayerTensors& out) {
+          out = trace.layer(l);
+          if (l == 1) out.values = HeadTensor(2, 8, 3);
         });
       },
       {"t.h5", "'/layers/1/v'", "[2, 8, 3]", "expected [2, 9, 3]"});
   EXPECT_THAT(dir.Entries(), IsEmpty());
   EXPECT_THROW(WriteTraceByLayer(dir.File("t.h5"), trace.meta(),
-                                 [](int) -> LayerTensors { throw std::runtime_error("producer"); }),
+                                 [](int, LayerTensors&) { throw std::runtime_error("producer"); }),
                std::runtime_error);
   EXPECT_THAT(dir.Entries(), IsEmpty());
   TraceMeta short_tokens = trace.meta();
   short_tokens.token_ids.pop_back();
   ExpectInputError(
       [&] {
-        WriteTraceByLayer(dir.File("t.h5"), short_tokens, [&](int l) { return trace.layer(l); });
+        WriteTraceByLayer(dir.File("t.h5"), short_tokens,
+                          [&](int l, LayerTensors& out) { out = trace.layer(l); });
       },
       {"t.h5", "8 token ids", "total_len = 9"});
   EXPECT_THAT(dir.Entries(), IsEmpty());
