@@ -106,7 +106,8 @@ void RunSynth(const SynthArgs& args) {
   const auto start = std::chrono::steady_clock::now();
   const synthetic::SynthGenerator generator(shape, params, args.threads);
   traces::WriteTraceByLayer(
-      args.output, generator.meta(), [&](int layer) { return generator.Layer(layer); }, options);
+      args.output, generator.meta(),
+      [&](int layer, traces::LayerTensors& out) { generator.Layer(layer, &out); }, options);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   fmt::print("wrote {}: {} x {} layers, {} positions (prompt {}), scenario {}, {} ({:.2f} s)\n",

@@ -78,7 +78,8 @@ void Run() {
         std::pair{StorageType::kFloat32, 0}}) {
     const Timer timer;
     const synthetic::SynthGenerator generator(shape1, params, threads);
-    WriteTraceByLayer(path, generator.meta(), [&](int l) { return generator.Layer(l); },
+    WriteTraceByLayer(path, generator.meta(),
+                      [&](int l, LayerTensors& out) { generator.Layer(l, &out); },
                       {.storage = storage, .compression_level = level});
     const double wall = timer.wall_s(), cpu = timer.cpu_s();
     fmt::print("{:>8} {:>4} {:>7.1f} {:>7.2f} {:>7.2f} {:>5.2f}\n", StorageTypeName(storage), level,

@@ -244,7 +244,14 @@ const TraceMeta& SynthGenerator::meta() const { return state_->meta; }
 const SynthLayout& SynthGenerator::layout() const { return state_->layout; }
 
 LayerTensors SynthGenerator::Layer(int layer) const {
+  LayerTensors out;
+  Layer(layer, &out);
+  return out;
+}
+
+void SynthGenerator::Layer(int layer, LayerTensors* out_ptr) const {
   const State& s = *state_;
+  LayerTensors& out = *out_ptr;
   const models::ModelShape& shape = s.meta.shape;
   KVSIM_ASSERT(layer >= 0 && layer < shape.layers, "layer {} out of range [0, {})", layer,
                shape.layers);
@@ -258,10 +265,17 @@ LayerTensors SynthGenerator::Layer(int layer) const {
   for (int h = 0; h < shape.q_heads; ++h) queries.push_back(MakeQueryHead(seed, layer, h));
 
   const int64_t total = s.meta.total_len;
-  LayerTensors out;
-  out.queries = HeadTensor(shape.q_heads, total, shape.head_dim);
-  out.keys = HeadTensor(shape.kv_heads, total, shape.head_dim);
-  out.values = HeadTensor(shape.kv_heads, total, shape.head_dim);
+  // Every element is overwritten below, so buffers of the right shape are reused as they are.
+  auto ensure_shape = [&](HeadTensor& t, int heads) {
+    if (t.heads() != heads || t.positions() != total || t.dim() != shape.head_dim) {
+      t = HeadTensor(heads, total, shape.head_dim);
+    }
+  };
+  ensure_shape(out.queries, shape.q_heads);
+  ensure_shape(out.keys, shape.kv_heads);
+  ensure_shape(out.values, shape.kv_heads);
+  out.queries_pre_rope = HeadTensor();
+  out.keys_pre_rope = HeadTensor();
   // Items: (head, block of positions) over queries, then keys, then values.
   const int64_t blocks = (total + kBlockPositions - 1) / kBlockPositions;
   const int64_t heads = shape.q_heads + 2 * static_cast<int64_t>(shape.kv_heads);
@@ -281,7 +295,6 @@ LayerTensors SynthGenerator::Layer(int layer) const {
       FillValues(context, kv[static_cast<size_t>(h)], begin, end, out.values.Row(h, begin));
     }
   });
-  return out;
 }
 
 SynthTrace GenerateSynthetic(const models::ModelShape& shape,

@@ -148,6 +148,9 @@ class SynthGenerator {
   const SynthLayout& layout() const;
   // Queries, keys and values of `layer` over all total_len positions (no pre-RoPE tensors).
   LayerTensors Layer(int layer) const;
+  // The same into `out`, reusing its buffers where their shapes already match (fresh memory
+  // costs a page fault per 4 KiB; see traces::WriteTraceByLayer).
+  void Layer(int layer, LayerTensors* out) const;
 
  private:
   struct State;
