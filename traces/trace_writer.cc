@@ -128,7 +128,8 @@ class TraceWriter::Impl {
     }
   }
 
-  // Writes every position of one layer (WriteTraceByLayer). The first call fixes T.
+  // Writes all `total` positions of one layer (WriteTrace, WriteTraceByLayer). Each layer once,
+  // every one before Commit(); not mixable with Append().
   void WriteLayer(int layer, const LayerTensors& tensors, int64_t total) {
     KVSIM_ASSERT(file_.valid(), "{}: TraceWriter::WriteLayer after Commit", path_);
     KVSIM_ASSERT(positions_written() == 0 || !layers_written_.empty(),
@@ -143,8 +144,10 @@ class TraceWriter::Impl {
     std::lock_guard lock(Hdf5Mutex());
     const hsize_t d = static_cast<hsize_t>(meta_.shape.head_dim);
     const hsize_t t = static_cast<hsize_t>(total);
-    // One head at a time bounds the encode buffer at T x d values.
-    std::vector<uint16_t> encoded(static_cast<size_t>(t * d) * ElementBytes(options_.storage) / 2);
+    // float16 is encoded one head at a time (the buffer holds T x d values); float32 is written
+    // straight from the tensor.
+    const bool half = options_.storage == StorageType::kFloat16;
+    std::vector<uint16_t> encoded(half ? static_cast<size_t>(t * d) : 0);
     for (Sink& sink : sinks_) {
       if (sink.layer != layer) continue;
       const HeadTensor& tensor = TensorOf(tensors, sink.tensor);
@@ -154,12 +157,16 @@ class TraceWriter::Impl {
       Handle file_space(H5Dget_space(sink.dataset.get()));
       Handle mem_space(H5Screate_simple(3, count, nullptr));
       for (int h = 0; ok && h < sink.heads; ++h) {
-        Encode(tensor.Row(h, 0), static_cast<size_t>(t * d), options_.storage, encoded.data());
+        const void* data = tensor.Row(h, 0);
+        if (half) {
+          float16::Encode(tensor.Row(h, 0), static_cast<size_t>(t * d), encoded.data());
+          data = encoded.data();
+        }
         const hsize_t start[3] = {static_cast<hsize_t>(h), 0, 0};
         ok = H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count,
                                  nullptr) >= 0 &&
              H5Dwrite(sink.dataset.get(), file_type_.get(), mem_space.get(), file_space.get(),
-                      H5P_DEFAULT, encoded.data()) >= 0;
+                      H5P_DEFAULT, data) >= 0;
       }
       if (!ok) {
         ThrowInputError("{}: HDF5 failed writing dataset '{}' (disk full?)", path_, sink.name);
