@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "analysis/full_attention_stream.h"
 #include "analysis/metrics.h"
@@ -15,6 +16,7 @@
 #include "policies/registry.h"
 #include "sim/prefill_attention.h"
 #include "sim/replay.h"
+#include "traces/prompt_stats.h"
 #include "traces/trace_io.h"
 
 namespace kvsim::analysis {
@@ -34,6 +36,10 @@ class LayerSource {
   virtual const traces::Trace& trace() const = 0;
   virtual void Load(int layer) = 0;
   virtual void Release(int layer) = 0;
+  // The loaded layer's prompt column sums kept beside the trace (`kvsim stats`), if current.
+  virtual std::optional<std::vector<Eigen::VectorXf>> StoredColumnSums(int /*layer*/) {
+    return std::nullopt;
+  }
 };
 
 class InMemoryLayers final : public LayerSource {
@@ -49,7 +55,7 @@ class InMemoryLayers final : public LayerSource {
 
 class FileLayers final : public LayerSource {
  public:
-  explicit FileLayers(const std::string& path) : reader_(path) {
+  explicit FileLayers(const std::string& path) : path_(path), reader_(path) {
     trace_ = traces::Trace(reader_.meta(), std::vector<traces::LayerTensors>(
                                                static_cast<size_t>(reader_.meta().shape.layers)));
     if (reader_.has_gate_flags()) {
@@ -64,12 +70,26 @@ class FileLayers final : public LayerSource {
     }
   }
   const traces::Trace& trace() const override { return trace_; }
-  void Load(int layer) override { trace_.mutable_layer(layer) = reader_.ReadLayer(layer); }
-  void Release(int layer) override { trace_.mutable_layer(layer) = traces::LayerTensors{}; }
+  // One layer's buffers are reused from layer to layer: first-touching fresh memory costs more
+  // than reading a float16 layer.
+  void Load(int layer) override {
+    traces::LayerTensors& slot = trace_.mutable_layer(layer);
+    slot = std::move(spare_);
+    reader_.ReadLayer(layer, &slot);
+  }
+  void Release(int layer) override { spare_ = std::move(trace_.mutable_layer(layer)); }
+  std::optional<std::vector<Eigen::VectorXf>> StoredColumnSums(int layer) override {
+    std::optional<traces::LayerPromptStats> stats =
+        traces::LoadPromptStats(path_, layer, trace_.layer(layer), trace_.meta().prompt_len);
+    if (!stats) return std::nullopt;
+    return std::move(stats->column_sums);
+  }
 
  private:
+  std::string path_;
   traces::TraceReader reader_;
   traces::Trace trace_;
+  traces::LayerTensors spare_;
 };
 
 ResultRow LayerRow(
@@ -157,14 +177,33 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
     for (int c = 0; c < num_cells; ++c) {
       if (layer_policy(c, 0).UsesPrefillLayerStats()) planning_cells.push_back(c);
     }
+    // Column sums (the quadratic prompt statistic): from the trace's sidecar when it is current,
+    // else computed on first use; sums computed in the planning pass are kept for the replay.
+    std::vector<std::optional<std::vector<Eigen::VectorXf>>> kept_sums(
+        static_cast<size_t>(num_layers));
+    const auto make_prefill = [&](int l) {
+      auto prefill = std::make_unique<sim::PrefillAttention>(trace.layer(l), prompt_len);
+      std::optional<std::vector<Eigen::VectorXf>>& kept = kept_sums[static_cast<size_t>(l)];
+      if (!kept) kept = source.StoredColumnSums(l);
+      if (kept) prefill->SetColumnSums(std::move(*kept));
+      kept.reset();
+      return prefill;
+    };
+    const auto keep_sums = [&](int l, const sim::PrefillAttention& prefill) {
+      if (!prefill.has_column_sums()) return;
+      std::vector<Eigen::VectorXf> sums;
+      for (int h = 0; h < prefill.num_q_heads(); ++h) sums.push_back(prefill.ColumnSums(h));
+      kept_sums[static_cast<size_t>(l)] = std::move(sums);
+    };
     for (int l = 0; !planning_cells.empty() && l < num_layers; ++l) {
       source.Load(l);
-      const sim::PrefillAttention prefill(trace.layer(l), prompt_len);
+      const std::unique_ptr<sim::PrefillAttention> prefill = make_prefill(l);
       tbb::parallel_for(0, static_cast<int>(planning_cells.size()), [&](int i) {
         const int c = planning_cells[static_cast<size_t>(i)];
         plan_stats[static_cast<size_t>(c)][static_cast<size_t>(l)] =
-            sim::LayerPlanStats(trace, l, layer_policy(c, l), prefill);
+            sim::LayerPlanStats(trace, l, layer_policy(c, l), *prefill);
       });
+      keep_sums(l, *prefill);
       source.Release(l);
     }
     for (int c = 0; c < num_cells; ++c) {
@@ -189,7 +228,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
 
     for (int l = 0; l < num_layers; ++l) {
       source.Load(l);
-      const sim::PrefillAttention prefill(trace.layer(l), prompt_len);
+      const std::unique_ptr<sim::PrefillAttention> prefill = make_prefill(l);
       FullAttentionStream full(trace.layer(l), prompt_len, stream_options);
       std::vector<std::unique_ptr<LayerMetrics>> metrics(static_cast<size_t>(num_cells));
       std::vector<std::unique_ptr<sim::LayerReplay>> replays(static_cast<size_t>(num_cells));
@@ -203,7 +242,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
         input.layer = l;
         input.options = plan.options;
         input.budget_tokens = budgets[cell][static_cast<size_t>(l)];
-        input.prefill = &prefill;
+        input.prefill = prefill.get();
         input.future = &full;
         input.logits = &full;
         metrics[cell] = std::make_unique<LayerMetrics>(full);

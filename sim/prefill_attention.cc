@@ -153,9 +153,10 @@ void PrefillAttention::SetColumnSums(std::vector<Eigen::VectorXf> column_sums) {
                  column_sums[h].size(), prompt_len_);
   }
   bool given = false;
-  std::call_once(column_once_, [&] {
+  tbb::collaborative_call_once(column_once_, [&] {
     column_sums_ = std::move(column_sums);
     given = true;
+    has_column_sums_ = true;
   });
   KVSIM_ASSERT(given, "SetColumnSums called after the column sums were computed or given");
 }
@@ -174,7 +175,10 @@ ConstMatrixMap PrefillAttention::PromptQueries(int q_head) const {
 
 const Eigen::VectorXf& PrefillAttention::ColumnSums(int q_head) const {
   KVSIM_ASSERT(q_head >= 0 && q_head < num_q_heads_, "query head {} out of range", q_head);
-  std::call_once(column_once_, [&] { column_sums_ = ComputeColumnSums(layer_, prompt_len_); });
+  tbb::collaborative_call_once(column_once_, [&] {
+    column_sums_ = ComputeColumnSums(layer_, prompt_len_);
+    has_column_sums_ = true;
+  });
   return column_sums_[static_cast<size_t>(q_head)];
 }
 

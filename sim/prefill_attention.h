@@ -4,14 +4,17 @@
 // prefill (causal attention of prompt queries over prompt keys), so policies may use it.
 //
 // Thread-safety: every accessor may be called concurrently; each statistic is computed once
-// (std::call_once) and then read-only. SetColumnSums may race with ColumnSums safely (whichever
+// (tbb::collaborative_call_once: threads that ask while it runs help compute it rather than
+// wait idle, which matters when every cell of a sweep asks at once) and then read-only. SetColumnSums may race with ColumnSums safely (whichever
 // runs first provides the sums; a later SetColumnSums is an assertion failure). Lifetime:
 // references stay valid while this object lives; it keeps a reference to `layer`, which must
 // outlive it.
 #include <Eigen/Dense>
 #include <cstdint>
 #include <memory>
-#include <mutex>
+#include <tbb/collaborative_call_once.h>
+
+#include <atomic>
 #include <vector>
 
 #include "common/tensor.h"
@@ -60,6 +63,9 @@ class PrefillAttention {
   // Provides the column sums instead of computing them, same contract as the constructor above.
   // Call before sharing the object; asserts if ColumnSums already computed or was given them.
   void SetColumnSums(std::vector<Eigen::VectorXf> column_sums);
+  // True once the column sums were computed or given (so a sweep can keep them for a later pass
+  // over the same layer without forcing their computation).
+  bool has_column_sums() const { return has_column_sums_.load(); }
 
   // Attention of the last `window` prompt queries of `q_head` over all prompt keys, causal inside
   // the window: row r is query n-window+r over keys [0, n); weights past the query are 0.
@@ -80,7 +86,8 @@ class PrefillAttention {
   int num_q_heads_;
   int group_size_;
   // Filled once, by the first ColumnSums (computed) or SetColumnSums (given).
-  mutable std::once_flag column_once_;
+  mutable tbb::collaborative_once_flag column_once_;
+  mutable std::atomic<bool> has_column_sums_ = false;
   mutable std::vector<Eigen::VectorXf> column_sums_;
 };
 

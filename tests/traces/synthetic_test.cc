@@ -319,6 +319,27 @@ TEST(SyntheticTrace, SameSeedIsBitwiseIdenticalOtherSeedDiffers) {
   EXPECT_NE(a.trace.meta().token_ids, c.trace.meta().token_ids);
 }
 
+// Work is split into (head, block of positions) items on any number of threads; the bits must
+// not depend on that, nor on the order in which layers are generated. 1200 positions span
+// several blocks.
+TEST(SyntheticTrace, SameBitsForAnyThreadCountAndLayerOrder) {
+  const SynthParams p = Params(Scenario::kMixed, 1100, 100, 5);
+  const SynthTrace one = GenerateSynthetic(TestShape(), p, /*threads=*/1);
+  for (int threads : {2, 3, 8}) {
+    const SynthTrace many = GenerateSynthetic(TestShape(), p, threads);
+    EXPECT_EQ(many.trace.meta(), one.trace.meta()) << threads << " threads";
+    for (int l = 0; l < one.trace.num_layers(); ++l) {
+      EXPECT_EQ(many.trace.layer(l), one.trace.layer(l)) << threads << " threads, layer " << l;
+    }
+  }
+  const SynthGenerator generator(TestShape(), p, /*threads=*/4);
+  EXPECT_EQ(generator.meta(), one.trace.meta());
+  EXPECT_EQ(generator.Layer(1), one.trace.layer(1));  // layer 1 first
+  LayerTensors reused = generator.Layer(1);           // buffers of the right shape, other data
+  generator.Layer(0, &reused);
+  EXPECT_EQ(reused, one.trace.layer(0));
+}
+
 TEST(SyntheticTrace, LayersAndHeadsDiffer) {
   const SynthParams p = Params(Scenario::kMixed, 300, 50);
   const SynthTrace s = GenerateSynthetic(TestShape(), p);

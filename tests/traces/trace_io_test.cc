@@ -205,6 +205,19 @@ TEST(TraceIo, ReadSliceMatchesLayerAndGroupsQueryHeads) {
   EXPECT_FALSE(reader.has_gate_flags());
 }
 
+TEST(TraceIo, ReadLayerIntoReusedBuffersEqualsFreshRead) {
+  TempDir dir;
+  const Trace trace = MakeTrace(10, 4, /*pre_rope=*/true);
+  WriteTrace(dir.File("t.h5"), trace);
+  const TraceReader reader(dir.File("t.h5"));
+  LayerTensors reused;
+  reused.keys = HeadTensor(7, 1, 1);  // wrong shape: replaced
+  for (int l : {0, 1, 0}) {
+    reader.ReadLayer(l, &reused);
+    EXPECT_EQ(reused, reader.ReadLayer(l)) << "layer " << l;
+  }
+}
+
 TEST(TraceIo, SegmentsRoundTrip) {
   TempDir dir;
   Trace trace = MakeTrace(10, 6);
@@ -346,6 +359,126 @@ TEST(TraceIo, NonFiniteValueIsLocated) {
   WriteTrace(dir.File("t.h5"), trace, {.storage = StorageType::kFloat16});
   ExpectInputError([&] { TraceReader reader(dir.File("t.h5")); },
                    {"'/layers/0/q' holds inf at [3, 0, 0]"});
+}
+
+// The layer-at-a-time writer (kvsim synth) gives the same file contents as the whole-trace one.
+TEST(TraceIo, WriteTraceByLayerEqualsWriteTrace) {
+  TempDir dir;
+  Trace trace = MakeTrace(23, 10, /*pre_rope=*/true, /*text=*/true);
+  trace.mutable_meta().segments = {{0, 10, 0, "user"}, {10, 23, 0, "assistant"}};
+  for (StorageType storage : {StorageType::kFloat16, StorageType::kFloat32}) {
+    const TraceWriterOptions options{.storage = storage, .chunk_positions = 4};
+    WriteTrace(dir.File("whole.h5"), trace, options);
+    std::vector<int> produced;
+    WriteTraceByLayer(
+        dir.File("layers.h5"), trace.meta(),
+        [&](int l, LayerTensors& out) {
+          produced.push_back(l);
+          out = trace.layer(l);
+        },
+        options);
+    EXPECT_THAT(produced, ElementsAre(0, 1));
+    const Trace whole = ReadTrace(dir.File("whole.h5"));
+    const Trace layers = ReadTrace(dir.File("layers.h5"));
+    EXPECT_EQ(layers.meta(), whole.meta());
+    for (int l = 0; l < whole.num_layers(); ++l) EXPECT_EQ(layers.layer(l), whole.layer(l));
+  }
+}
+
+TEST(TraceIo, WriteTraceByLayerFailureLeavesNothing) {
+  TempDir dir;
+  const Trace trace = MakeTrace(9, 4);
+  ExpectInputError(
+      [&] {
+        WriteTraceByLayer(dir.File("t.h5"), trace.meta(), [&](int l, LayerTensors& out) {
+          out = trace.layer(l);
+          if (l == 1) out.values = HeadTensor(2, 8, 3);
+        });
+      },
+      {"t.h5", "'/layers/1/v'", "[2, 8, 3]", "expected [2, 9, 3]"});
+  EXPECT_THAT(dir.Entries(), IsEmpty());
+  EXPECT_THROW(WriteTraceByLayer(dir.File("t.h5"), trace.meta(),
+                                 [](int, LayerTensors&) { throw std::runtime_error("producer"); }),
+               std::runtime_error);
+  EXPECT_THAT(dir.Entries(), IsEmpty());
+  TraceMeta short_tokens = trace.meta();
+  short_tokens.token_ids.pop_back();
+  ExpectInputError(
+      [&] {
+        WriteTraceByLayer(dir.File("t.h5"), short_tokens,
+                          [&](int l, LayerTensors& out) { out = trace.layer(l); });
+      },
+      {"t.h5", "8 token ids", "total_len = 9"});
+  EXPECT_THAT(dir.Entries(), IsEmpty());
+}
+
+// Number of filters in the pipeline of dataset `name`.
+int FilterCount(const std::string& path, const char* name) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+  const hid_t plist = H5Dget_create_plist(ds);
+  const int n = H5Pget_nfilters(plist);
+  H5Pclose(plist);
+  H5Dclose(ds);
+  H5Fclose(file);
+  return n;
+}
+
+// The default writes no filter (disk speed); gzip stays available, and gzip files, which
+// earlier kvsim versions wrote by default (shuffle + deflate 1), read back identically.
+TEST(TraceIo, CompressionIsTheWritersChoiceAndReadsTheSame) {
+  TempDir dir;
+  const Trace trace = MakeTrace(40, 20, /*pre_rope=*/false, /*text=*/true);
+  WriteTrace(dir.File("plain.h5"), trace);
+  EXPECT_EQ(FilterCount(dir.File("plain.h5"), "/layers/0/q"), 0);
+  for (int level : {1, 9}) {
+    WriteTrace(dir.File("gzip.h5"), trace, {.compression_level = level});
+    EXPECT_EQ(FilterCount(dir.File("gzip.h5"), "/layers/1/k"), 2) << "shuffle + deflate";
+    const Trace plain = ReadTrace(dir.File("plain.h5"));
+    const Trace gzip = ReadTrace(dir.File("gzip.h5"));
+    EXPECT_EQ(gzip.meta(), plain.meta());
+    for (int l = 0; l < plain.num_layers(); ++l) EXPECT_EQ(gzip.layer(l), plain.layer(l));
+  }
+  ExpectInputError([&] { WriteTrace(dir.File("bad.h5"), trace, {.compression_level = 10}); },
+                   {"bad.h5", "compression_level is 10, expected 0-9"});
+}
+
+// A filter this HDF5 cannot decode (here: registered while writing, gone when reading, as a
+// third-party plugin on another machine) is named at open, not reported as corruption.
+TEST(TraceIo, UnavailableFilterIsNamed) {
+  TempDir dir;
+  WriteTrace(dir.File("t.h5"), MakeTrace(8, 3), {.storage = StorageType::kFloat32});
+  constexpr H5Z_filter_t kFilter = 40000;
+  const H5Z_class2_t filter_class = {
+      H5Z_CLASS_T_VERS,
+      kFilter,
+      1,
+      1,
+      "kvsim-test-filter",
+      nullptr,
+      nullptr,
+      [](unsigned, size_t, const unsigned[], size_t bytes, size_t*, void**) { return bytes; }};
+  ASSERT_GE(H5Zregister(&filter_class), 0);
+  EditFile(dir.File("t.h5"), [](hid_t f) {
+    ASSERT_GE(H5Ldelete(f, "/layers/1/q", H5P_DEFAULT), 0);
+    const hsize_t dims[3] = {4, 8, 3};
+    const hsize_t chunk[3] = {1, 8, 3};
+    const hid_t space = H5Screate_simple(3, dims, nullptr);
+    const hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, 3, chunk);
+    H5Pset_filter(plist, kFilter, H5Z_FLAG_MANDATORY, 0, nullptr);
+    const hid_t ds =
+        H5Dcreate2(f, "/layers/1/q", H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    std::vector<float> values(4 * 8 * 3, 0.5f);
+    H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data());
+    H5Dclose(ds);
+    H5Pclose(plist);
+    H5Sclose(space);
+  });
+  ASSERT_GE(H5Zunregister(kFilter), 0);
+  ExpectInputError([&] { TraceReader reader(dir.File("t.h5")); },
+                   {"t.h5: dataset '/layers/1/q' uses HDF5 filter 40000 ('kvsim-test-filter')",
+                    "cannot decode"});
 }
 
 TEST(TraceIo, H5pyReadsKvsimTrace) {

@@ -2,7 +2,8 @@
 // Synthetic traces whose attention has known, controllable structure (`kvsim synth`): attention
 // sinks, recency, heavy hitters, recurring tokens, needles, shifted decode queries and
 // multi-turn topic structure. Seeded and deterministic: the same shape and params give a
-// bitwise-identical trace.
+// bitwise-identical trace, whatever the thread count (within one build: the compiler's
+// vectorization and FMA choices may change the last bits between builds).
 //
 // Construction (per layer and KV head). Everything is built in "logit units", where the
 // attention logit q.k/sqrt(d) equals the dot product of the unscaled vectors; both are finally
@@ -19,6 +20,7 @@
 // When the head dimension is too small for orthogonal directions (e.g. stories260k, d = 8),
 // directions are random unit vectors instead and structures leak into each other.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -122,12 +124,42 @@ struct SynthTrace {
   SynthLayout layout;
 };
 
-// Generates a trace of `shape` (all its layers; cut with models::WithLayers). meta.storage is
-// left float16; meta.source is "synthetic:<scenario> key=value ..." listing every param and,
-// for multi-turn, `segment_topics=t0,t1,...` (one per segment, -1 for question/answer) and
+// Generates a synthetic trace of `shape` (all its layers; cut with models::WithLayers) one
+// layer at a time, so a trace larger than memory can be streamed to disk
+// (traces::WriteTraceByLayer) holding one layer. meta().storage is float16; meta().source is
+// "synthetic:<scenario> key=value ..." listing every param and, for multi-turn,
+// `segment_topics=t0,t1,...` (one per segment, -1 for question/answer) and
 // `question_topic=<e>`. Token ids are deterministic pseudo-random ids in [0, 32000).
-// Throws InputError (see ValidateSynthParams) on bad params or shape. Runs (layer, KV head)
-// units on hardware_concurrency() threads; the result does not depend on the thread count.
-SynthTrace GenerateSynthetic(const models::ModelShape& shape, const SynthParams& params);
+//
+// Layer(l) splits its work into (head, block of positions) items on `threads` threads (0:
+// std::thread::hardware_concurrency()). Every item draws from counter-based streams keyed by
+// (seed, layer, head), so the bits depend on neither the thread count nor the order in which
+// layers are generated. Thread-safe: Layer() may be called concurrently.
+class SynthGenerator {
+ public:
+  // Throws InputError (see ValidateSynthParams) on bad params or shape.
+  SynthGenerator(const models::ModelShape& shape, const SynthParams& params, int threads = 0);
+  ~SynthGenerator();
+  SynthGenerator(SynthGenerator&&) noexcept;
+  SynthGenerator& operator=(SynthGenerator&&) noexcept;
+
+  // Everything but the tensors: shape, lengths, tokens, segments, source.
+  const TraceMeta& meta() const;
+  const SynthLayout& layout() const;
+  // Queries, keys and values of `layer` over all total_len positions (no pre-RoPE tensors).
+  LayerTensors Layer(int layer) const;
+  // The same into `out`, reusing its buffers where their shapes already match (fresh memory
+  // costs a page fault per 4 KiB; see traces::WriteTraceByLayer).
+  void Layer(int layer, LayerTensors* out) const;
+
+ private:
+  struct State;
+  std::unique_ptr<const State> state_;
+};
+
+// The whole trace in memory: SynthGenerator(shape, params, threads).Layer(l) for every l.
+SynthTrace GenerateSynthetic(const models::ModelShape& shape,
+                             const SynthParams& params,
+                             int threads = 0);
 
 }  // namespace kvsim::traces::synthetic

@@ -1,390 +1,25 @@
-#include "traces/trace_io.h"
-
-#include <Eigen/Core>
+// TraceReader and ReadTrace (traces/trace_io.h): validation at open, then layer and slice reads.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <optional>
 
-#include "common/atomic_file.h"
 #include "common/error.h"
-#include "common/version.h"
+#include "traces/float16.h"
 #include "traces/hdf5_util.h"
+#include "traces/trace_io.h"
+#include "traces/trace_io_internal.h"
 
 namespace kvsim::traces {
-namespace {
 
 using hdf5::Handle;
 using hdf5::Hdf5Mutex;
-
-constexpr const char* kFormatName = "kvsim-trace";
-constexpr int64_t kFormatVersion = 1;
-
-std::string LayerPath(int layer, const char* tensor) {
-  return fmt::format("/layers/{}/{}", layer, tensor);
-}
-
-size_t ElementBytes(StorageType storage) { return storage == StorageType::kFloat16 ? 2 : 4; }
-
-// Encodes n floats into the storage type. float16 rounds to nearest even (Eigen::half, the
-// IEEE 754 default rounding, as numpy's astype(float16) does).
-void Encode(const float* src, size_t n, StorageType storage, uint8_t* dst) {
-  if (storage == StorageType::kFloat32) {
-    std::memcpy(dst, src, n * sizeof(float));
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) {
-    const uint16_t bits = Eigen::half(src[i]).x;
-    std::memcpy(dst + 2 * i, &bits, 2);
-  }
-}
-
-void DecodeHalf(const uint16_t* src, size_t n, float* dst) {
-  for (size_t i = 0; i < n; ++i) {
-    dst[i] = static_cast<float>(Eigen::half(Eigen::half_impl::raw_uint16_to_half(src[i])));
-  }
-}
-
-// The five per-layer tensors in file order, with their dataset names and head counts.
-struct TensorSpec {
-  const char* name;
-  bool pre_rope;
-  bool query;  // q_heads rows (else kv_heads)
-};
-constexpr TensorSpec kTensors[] = {{"q", false, true},
-                                   {"k", false, false},
-                                   {"v", false, false},
-                                   {"q_pre_rope", true, true},
-                                   {"k_pre_rope", true, false}};
-
-const HeadTensor& TensorOf(const LayerTensors& l, int index) {
-  switch (index) {
-    case 0:
-      return l.queries;
-    case 1:
-      return l.keys;
-    case 2:
-      return l.values;
-    case 3:
-      return l.queries_pre_rope;
-    default:
-      return l.keys_pre_rope;
-  }
-}
-HeadTensor& TensorOf(LayerTensors& l, int index) {
-  return const_cast<HeadTensor&>(TensorOf(static_cast<const LayerTensors&>(l), index));
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Writer
-
-class TraceWriter::Impl {
- public:
-  Impl(const std::string& path, const TraceMeta& meta, TraceWriterOptions options)
-      : path_(path), meta_(meta), options_(options), atomic_(path) {
-    meta_.shape.Validate(path);
-    if (options_.chunk_positions < 1) {
-      ThrowInputError("{}: chunk_positions is {}, expected >= 1", path, options_.chunk_positions);
-    }
-    if (options_.compression_level < 0 || options_.compression_level > 9) {
-      ThrowInputError("{}: compression_level is {}, expected 0-9", path,
-                      options_.compression_level);
-    }
-    meta_.storage = options_.storage;
-    meta_.has_pre_rope = options_.with_pre_rope;
-    meta_.token_ids.clear();
-    meta_.token_text.clear();
-    hdf5::SilenceErrors();
-    std::lock_guard lock(Hdf5Mutex());
-    file_type_ = options_.storage == StorageType::kFloat16 ? hdf5::MakeFloat16Type()
-                                                           : Handle(H5Tcopy(H5T_IEEE_F32LE));
-    file_ = Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-    if (!file_.valid()) {
-      ThrowInputError("{}: cannot create HDF5 file '{}'", path, atomic_.temp_path().string());
-    }
-    Handle layers_group(H5Gcreate2(file_.get(), "/layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    const int d = meta_.shape.head_dim;
-    for (int l = 0; l < meta_.shape.layers; ++l) {
-      Handle group(H5Gcreate2(file_.get(), fmt::format("/layers/{}", l).c_str(), H5P_DEFAULT,
-                              H5P_DEFAULT, H5P_DEFAULT));
-      if (!group.valid()) ThrowInputError("{}: cannot create group '/layers/{}'", path, l);
-      for (int t = 0; t < 5; ++t) {
-        if (kTensors[t].pre_rope && !options_.with_pre_rope) continue;
-        const int heads = kTensors[t].query ? meta_.shape.q_heads : meta_.shape.kv_heads;
-        sinks_.push_back(MakeSink(l, t, heads, d));
-      }
-    }
-  }
-
-  ~Impl() {
-    std::lock_guard lock(Hdf5Mutex());
-    sinks_.clear();
-    file_.Reset();
-  }
-
-  void Append(std::span<const int32_t> token_ids,
-              std::span<const std::string> token_text,
-              std::span<const LayerTensors> layers) {
-    KVSIM_ASSERT(file_.valid(), "{}: TraceWriter::Append after Commit", path_);
-    const int64_t n = static_cast<int64_t>(token_ids.size());
-    if (!token_text.empty() && static_cast<int64_t>(token_text.size()) != n) {
-      ThrowInputError("{}: Append got {} token texts for {} positions, expected {} or none", path_,
-                      token_text.size(), n, n);
-    }
-    const bool with_text = !token_text.empty();
-    if (n > 0 && positions_written() > 0 && with_text != !meta_.token_text.empty()) {
-      ThrowInputError("{}: Append {} token text but earlier blocks {}; expected all or none", path_,
-                      with_text ? "has" : "lacks", with_text ? "did not" : "did");
-    }
-    if (static_cast<int>(layers.size()) != meta_.shape.layers) {
-      ThrowInputError("{}: Append got {} layers, expected {} (model layers)", path_, layers.size(),
-                      meta_.shape.layers);
-    }
-    for (const Sink& sink : sinks_) {
-      const HeadTensor& t = TensorOf(layers[static_cast<size_t>(sink.layer)], sink.tensor);
-      if (t.heads() != sink.heads || t.positions() != n || t.dim() != meta_.shape.head_dim) {
-        ThrowInputError("{}: Append got '{}' of shape [{}, {}, {}], expected [{}, {}, {}]", path_,
-                        sink.name, t.heads(), t.positions(), t.dim(), sink.heads, n,
-                        meta_.shape.head_dim);
-      }
-    }
-    meta_.token_ids.insert(meta_.token_ids.end(), token_ids.begin(), token_ids.end());
-    if (with_text) {
-      meta_.token_text.insert(meta_.token_text.end(), token_text.begin(), token_text.end());
-    }
-    std::lock_guard lock(Hdf5Mutex());
-    const size_t d = static_cast<size_t>(meta_.shape.head_dim);
-    const size_t elem = ElementBytes(options_.storage);
-    const int64_t chunk = options_.chunk_positions;
-    int64_t offset = 0;
-    while (offset < n) {
-      const int64_t take = std::min(n - offset, chunk - buffered_);
-      for (Sink& sink : sinks_) {
-        const HeadTensor& t = TensorOf(layers[static_cast<size_t>(sink.layer)], sink.tensor);
-        for (int h = 0; h < sink.heads; ++h) {
-          uint8_t* dst =
-              sink.pending.data() + (static_cast<size_t>(h * chunk + buffered_) * d) * elem;
-          Encode(t.Row(h, offset), static_cast<size_t>(take) * d, options_.storage, dst);
-        }
-      }
-      buffered_ += take;
-      offset += take;
-      if (buffered_ == chunk) Flush();
-    }
-  }
-
-  void SetPromptLength(int64_t prompt_len) { meta_.prompt_len = prompt_len; }
-  void SetSegments(std::vector<Segment> segments) { meta_.segments = std::move(segments); }
-  int64_t positions_written() const { return written_ + buffered_; }
-
-  void Commit() {
-    KVSIM_ASSERT(file_.valid(), "{}: TraceWriter::Commit called twice", path_);
-    const int64_t total = positions_written();
-    meta_.total_len = total;
-    if (meta_.prompt_len < 1 || meta_.prompt_len > total) {
-      Abort();
-      ThrowInputError("{}: prompt_len is {}, expected 1 <= prompt_len <= total_len = {}", path_,
-                      meta_.prompt_len, total);
-    }
-    for (size_t i = 0; i < meta_.segments.size(); ++i) {
-      const Segment& s = meta_.segments[i];
-      if (s.begin < 0 || s.begin >= s.end || s.end > total) {
-        Abort();
-        ThrowInputError("{}: segment {} is [{}, {}), expected 0 <= begin < end <= total_len = {}",
-                        path_, i, s.begin, s.end, total);
-      }
-    }
-    std::lock_guard lock(Hdf5Mutex());
-    Flush();
-    bool ok = WriteTokens() && WriteSegments() && WriteRootAttributes();
-    sinks_.clear();
-    ok = file_.Reset() && ok;
-    if (!ok) {
-      Abort();
-      ThrowInputError("{}: HDF5 failed while writing the trace (disk full?)", path_);
-    }
-    atomic_.Commit();
-  }
-
- private:
-  // One dataset being written, with a chunk-row of positions buffered in file encoding so every
-  // chunk is compressed exactly once (appending one position at a time would otherwise
-  // recompress a chunk per position or thrash HDF5's 1 MiB chunk cache).
-  struct Sink {
-    int layer = 0;
-    int tensor = 0;  // index into kTensors
-    int heads = 0;
-    std::string name;
-    Handle dataset;
-    std::vector<uint8_t> pending;  // [heads, chunk_positions, d], first buffered_ rows valid
-  };
-
-  Sink MakeSink(int layer, int tensor, int heads, int d) {
-    Sink sink;
-    sink.layer = layer;
-    sink.tensor = tensor;
-    sink.heads = heads;
-    sink.name = LayerPath(layer, kTensors[tensor].name);
-    const hsize_t dims[3] = {static_cast<hsize_t>(heads), 0, static_cast<hsize_t>(d)};
-    const hsize_t max_dims[3] = {static_cast<hsize_t>(heads), H5S_UNLIMITED,
-                                 static_cast<hsize_t>(d)};
-    const hsize_t chunk[3] = {1, static_cast<hsize_t>(options_.chunk_positions),
-                              static_cast<hsize_t>(d)};
-    Handle space(H5Screate_simple(3, dims, max_dims));
-    Handle plist(H5Pcreate(H5P_DATASET_CREATE));
-    H5Pset_chunk(plist.get(), 3, chunk);
-    if (options_.compression_level > 0) {
-      H5Pset_shuffle(plist.get());
-      H5Pset_deflate(plist.get(), static_cast<unsigned>(options_.compression_level));
-    }
-    sink.dataset = Handle(H5Dcreate2(file_.get(), sink.name.c_str(), file_type_.get(), space.get(),
-                                     H5P_DEFAULT, plist.get(), H5P_DEFAULT));
-    if (!sink.dataset.valid()) ThrowInputError("{}: cannot create dataset '{}'", path_, sink.name);
-    sink.pending.resize(static_cast<size_t>(heads) * static_cast<size_t>(options_.chunk_positions) *
-                        static_cast<size_t>(d) * ElementBytes(options_.storage));
-    return sink;
-  }
-
-  // Writes the buffered positions to every dataset. Caller holds Hdf5Mutex().
-  void Flush() {
-    if (buffered_ == 0) return;
-    const hsize_t d = static_cast<hsize_t>(meta_.shape.head_dim);
-    const hsize_t total = static_cast<hsize_t>(written_ + buffered_);
-    for (Sink& sink : sinks_) {
-      const hsize_t heads = static_cast<hsize_t>(sink.heads);
-      const hsize_t new_dims[3] = {heads, total, d};
-      const hsize_t mem_dims[3] = {heads, static_cast<hsize_t>(options_.chunk_positions), d};
-      const hsize_t zero[3] = {0, 0, 0};
-      const hsize_t file_start[3] = {0, static_cast<hsize_t>(written_), 0};
-      const hsize_t count[3] = {heads, static_cast<hsize_t>(buffered_), d};
-      bool ok = H5Dset_extent(sink.dataset.get(), new_dims) >= 0;
-      Handle file_space(H5Dget_space(sink.dataset.get()));
-      Handle mem_space(H5Screate_simple(3, mem_dims, nullptr));
-      ok = ok &&
-           H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, file_start, nullptr, count,
-                               nullptr) >= 0 &&
-           H5Sselect_hyperslab(mem_space.get(), H5S_SELECT_SET, zero, nullptr, count, nullptr) >=
-               0 &&
-           H5Dwrite(sink.dataset.get(), file_type_.get(), mem_space.get(), file_space.get(),
-                    H5P_DEFAULT, sink.pending.data()) >= 0;
-      if (!ok) {
-        ThrowInputError("{}: HDF5 failed writing dataset '{}' (disk full?)", path_, sink.name);
-      }
-    }
-    written_ += buffered_;
-    buffered_ = 0;
-  }
-
-  bool WriteTokens() {
-    Handle group(H5Gcreate2(file_.get(), "/tokens", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    const hsize_t n = meta_.token_ids.size();
-    Handle space(H5Screate_simple(1, &n, nullptr));
-    Handle ids(H5Dcreate2(group.get(), "ids", H5T_STD_I32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                          H5P_DEFAULT));
-    if (!ids.valid() || H5Dwrite(ids.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                 meta_.token_ids.data()) < 0) {
-      return false;
-    }
-    return meta_.token_text.empty() ||
-           hdf5::WriteStringDataset(group.get(), "text", meta_.token_text);
-  }
-
-  bool WriteSegments() {
-    if (meta_.segments.empty()) return true;
-    Handle group(H5Gcreate2(file_.get(), "/segments", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    std::vector<int64_t> begin, end;
-    std::vector<int32_t> turn;
-    std::vector<std::string> role;
-    for (const Segment& s : meta_.segments) {
-      begin.push_back(s.begin);
-      end.push_back(s.end);
-      turn.push_back(s.turn);
-      role.push_back(s.role);
-    }
-    const hsize_t n = meta_.segments.size();
-    Handle space(H5Screate_simple(1, &n, nullptr));
-    auto write = [&](const char* name, hid_t file_type, hid_t mem_type, const void* data) {
-      Handle ds(H5Dcreate2(group.get(), name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                           H5P_DEFAULT));
-      return ds.valid() && H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
-    };
-    return write("begin", H5T_STD_I64LE, H5T_NATIVE_INT64, begin.data()) &&
-           write("end", H5T_STD_I64LE, H5T_NATIVE_INT64, end.data()) &&
-           write("turn", H5T_STD_I32LE, H5T_NATIVE_INT32, turn.data()) &&
-           hdf5::WriteStringDataset(group.get(), "role", role);
-  }
-
-  bool WriteRootAttributes() {
-    const hid_t root = file_.get();
-    const models::ModelShape& s = meta_.shape;
-    return hdf5::WriteStringAttribute(root, "format", kFormatName) &&
-           hdf5::WriteInt64Attribute(root, "format_version", kFormatVersion) &&
-           hdf5::WriteStringAttribute(root, "kvsim_version", kVersion) &&
-           hdf5::WriteStringAttribute(root, "model_name", s.name) &&
-           hdf5::WriteInt64Attribute(root, "layers", s.layers) &&
-           hdf5::WriteInt64Attribute(root, "q_heads", s.q_heads) &&
-           hdf5::WriteInt64Attribute(root, "kv_heads", s.kv_heads) &&
-           hdf5::WriteInt64Attribute(root, "head_dim", s.head_dim) &&
-           hdf5::WriteDoubleAttribute(root, "rope_theta", s.rope_theta) &&
-           hdf5::WriteInt64Attribute(root, "prompt_len", meta_.prompt_len) &&
-           hdf5::WriteInt64Attribute(root, "total_len", meta_.total_len) &&
-           hdf5::WriteStringAttribute(root, "source", meta_.source);
-  }
-
-  // Closes the file and deletes the temporary; the writer can then only be destroyed.
-  void Abort() {
-    std::lock_guard lock(Hdf5Mutex());
-    sinks_.clear();
-    file_.Reset();
-    std::error_code ec;
-    std::filesystem::remove(atomic_.temp_path(), ec);
-  }
-
-  std::string path_;
-  TraceMeta meta_;
-  TraceWriterOptions options_;
-  AtomicPath atomic_;
-  Handle file_type_;
-  Handle file_;
-  std::vector<Sink> sinks_;
-  int64_t written_ = 0;   // positions already in the datasets
-  int64_t buffered_ = 0;  // positions in Sink::pending, < chunk_positions
-};
-
-TraceWriter::TraceWriter(const std::string& path, const TraceMeta& meta, TraceWriterOptions options)
-    : impl_(std::make_unique<Impl>(path, meta, options)) {}
-TraceWriter::~TraceWriter() = default;
-
-void TraceWriter::Append(std::span<const int32_t> token_ids,
-                         std::span<const std::string> token_text,
-                         std::span<const LayerTensors> layers) {
-  impl_->Append(token_ids, token_text, layers);
-}
-void TraceWriter::SetPromptLength(int64_t prompt_len) { impl_->SetPromptLength(prompt_len); }
-void TraceWriter::SetSegments(std::vector<Segment> segments) {
-  impl_->SetSegments(std::move(segments));
-}
-int64_t TraceWriter::positions_written() const { return impl_->positions_written(); }
-void TraceWriter::Commit() { impl_->Commit(); }
-
-void WriteTrace(const std::string& path, const Trace& trace, TraceWriterOptions options) {
-  const TraceMeta& meta = trace.meta();
-  options.with_pre_rope = meta.has_pre_rope;
-  TraceWriter writer(path, meta, options);
-  std::vector<LayerTensors> layers;
-  layers.reserve(static_cast<size_t>(trace.num_layers()));
-  for (int l = 0; l < trace.num_layers(); ++l) layers.push_back(trace.layer(l));
-  writer.Append(meta.token_ids, meta.token_text, layers);
-  writer.SetPromptLength(meta.prompt_len);
-  writer.SetSegments(meta.segments);
-  writer.Commit();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reader
+using internal::kTensors;
+using internal::LayerPath;
+using internal::TensorOf;
+using internal::TensorSpec;
 
 class TraceReader::Impl {
  public:
@@ -423,17 +58,18 @@ class TraceReader::Impl {
   uint64_t file_bytes() const { return file_bytes_; }
   bool has_gate_flags() const { return has_gate_flags_; }
 
-  LayerTensors ReadLayer(int layer) const {
+  void ReadLayer(int layer, LayerTensors* out) const {
     CheckLayerIndex(layer);
-    LayerTensors out;
     for (int t = 0; t < 5; ++t) {
-      if (kTensors[t].pre_rope && !meta_.has_pre_rope) continue;
+      HeadTensor& tensor = TensorOf(*out, t);
+      if (kTensors[t].pre_rope && !meta_.has_pre_rope) {
+        tensor = HeadTensor();
+        continue;
+      }
       const int heads = kTensors[t].query ? meta_.shape.q_heads : meta_.shape.kv_heads;
-      HeadTensor& tensor = TensorOf(out, t);
-      tensor = HeadTensor(heads, meta_.total_len, meta_.shape.head_dim);
+      internal::EnsureShape(tensor, heads, meta_.total_len, meta_.shape.head_dim);
       ReadHeads(LayerPath(layer, kTensors[t].name), 0, heads, tensor.data());
     }
-    return out;
   }
 
   KvHeadSlice ReadSlice(int layer, int kv_head) const {
@@ -540,14 +176,14 @@ class TraceReader::Impl {
 
   void ReadRootAttributes() {
     const std::string format = StringAttribute("format", "the string \"kvsim-trace\"");
-    if (format != kFormatName) {
+    if (format != internal::kFormatName) {
       ThrowInputError("{}: attribute 'format' of '/' is \"{}\", expected \"{}\"", path_, format,
-                      kFormatName);
+                      internal::kFormatName);
     }
     const int64_t version = IntAttribute("format_version", "an integer (1)");
-    if (version != kFormatVersion) {
+    if (version != internal::kFormatVersion) {
       ThrowInputError("{}: attribute 'format_version' of '/' is {}, expected {}", path_, version,
-                      kFormatVersion);
+                      internal::kFormatVersion);
     }
     models::ModelShape& s = meta_.shape;
     s.name = StringAttribute("model_name", "a string (model name)");
@@ -729,9 +365,36 @@ class TraceReader::Impl {
         storage = found;
         storage_from = name;
         CheckDims(ds.get(), name, expected, dim_names);
+        CheckFilters(ds.get(), name);
       }
     }
     meta_.storage = *storage;
+  }
+
+  // Writers choose the filters (FORMAT.md); any this HDF5 build can decode is accepted. Naming
+  // an unavailable one here beats a bare read failure later (e.g. a file compressed with a
+  // third-party plugin such as Blosc or LZF).
+  void CheckFilters(hid_t ds, const std::string& name) const {
+    Handle plist(H5Dget_create_plist(ds));
+    const int filters = H5Pget_nfilters(plist.get());
+    for (int i = 0; i < filters; ++i) {
+      unsigned flags = 0;
+      size_t n_values = 0;
+      char filter_name[64] = {};
+      const H5Z_filter_t id =
+          H5Pget_filter2(plist.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr,
+                         sizeof(filter_name), filter_name, nullptr);
+      unsigned config = 0;
+      const bool decodes = id >= 0 && H5Zfilter_avail(id) > 0 &&
+                           H5Zget_filter_info(id, &config) >= 0 &&
+                           (config & H5Z_FILTER_CONFIG_DECODE_ENABLED) != 0;
+      if (!decodes) {
+        ThrowInputError(
+            "{}: dataset '{}' uses HDF5 filter {} ('{}'), which this HDF5 library cannot decode; "
+            "expected a standard filter (deflate, shuffle, fletcher32, nbit, scaleoffset)",
+            path_, name, static_cast<int>(id), filter_name);
+      }
+    }
   }
 
   void CheckGateFlags() {
@@ -763,33 +426,76 @@ class TraceReader::Impl {
     has_gate_flags_ = true;
   }
 
-  // Streams every tensor one head at a time and rejects NaN and infinities.
+  // Streams every tensor one head at a time and rejects NaN and infinities. The check runs on
+  // the stored bits (an all-ones exponent field), so float16 heads need no decoding.
   void CheckFinite() const {
-    const int64_t t = meta_.total_len;
-    const int d = meta_.shape.head_dim;
-    std::vector<float> head(static_cast<size_t>(t) * static_cast<size_t>(d));
+    const size_t n =
+        static_cast<size_t>(meta_.total_len) * static_cast<size_t>(meta_.shape.head_dim);
+    const bool half = meta_.storage == StorageType::kFloat16;
+    std::vector<uint16_t> halves(half ? n : 0);
+    std::vector<uint32_t> floats(half ? 0 : n);  // float32 bits
     for (int l = 0; l < meta_.shape.layers; ++l) {
       for (int i = 0; i < 5; ++i) {
         if (kTensors[i].pre_rope && !meta_.has_pre_rope) continue;
         const int heads = kTensors[i].query ? meta_.shape.q_heads : meta_.shape.kv_heads;
         const std::string name = LayerPath(l, kTensors[i].name);
         for (int h = 0; h < heads; ++h) {
-          ReadHeads(name, h, 1, head.data());
-          const auto bad =
-              std::find_if(head.begin(), head.end(), [](float x) { return !std::isfinite(x); });
-          if (bad != head.end()) {
-            const int64_t flat = bad - head.begin();
+          size_t bad = n;
+          if (half) {
+            ReadStored(name, h, 1, halves.data());
+            bad = FirstNonFinite<uint16_t>(halves.data(), n, 0x7c00u);
+          } else {
+            ReadStored(name, h, 1, floats.data());
+            bad = FirstNonFinite<uint32_t>(floats.data(), n, 0x7f800000u);
+          }
+          if (bad != n) {
+            const float value =
+                half ? float16::ToFloat(halves[bad]) : std::bit_cast<float>(floats[bad]);
+            const size_t d = static_cast<size_t>(meta_.shape.head_dim);
             ThrowInputError("{}: dataset '{}' holds {} at [{}, {}, {}], expected finite values",
-                            path_, name, *bad, h, flat / d, flat % d);
+                            path_, name, value, h, bad / d, bad % d);
           }
         }
       }
     }
   }
 
+  // Index of the first value whose exponent field (`exponent_mask`) is all ones (an infinity or
+  // a NaN), or n. Branch-free over blocks so the compiler vectorizes the common all-finite case.
+  template <typename Bits>
+  static size_t FirstNonFinite(const Bits* bits, size_t n, Bits exponent_mask) {
+    constexpr size_t kBlock = 256;
+    for (size_t begin = 0; begin < n; begin += kBlock) {
+      const size_t end = std::min(n, begin + kBlock);
+      bool any = false;
+      for (size_t i = begin; i < end; ++i) any |= (bits[i] & exponent_mask) == exponent_mask;
+      if (!any) continue;
+      for (size_t i = begin; i < end; ++i) {
+        if ((bits[i] & exponent_mask) == exponent_mask) return i;
+      }
+    }
+    return n;
+  }
+
   // Reads heads [head_begin, head_begin + head_count) of a validated [heads, T, d] dataset into
-  // `dst` as float32, row-major.
+  // `dst` as float32, row-major. float16 goes through a buffer of one head, not of all of them:
+  // fresh memory costs a page fault per 4 KiB, which dominates a read from the page cache.
   void ReadHeads(const std::string& name, int head_begin, int head_count, float* dst) const {
+    if (meta_.storage == StorageType::kFloat32) {
+      ReadStored(name, head_begin, head_count, dst);
+      return;
+    }
+    const size_t n =
+        static_cast<size_t>(meta_.total_len) * static_cast<size_t>(meta_.shape.head_dim);
+    std::vector<uint16_t> raw(n);
+    for (int h = 0; h < head_count; ++h) {
+      ReadStored(name, head_begin + h, 1, raw.data());
+      float16::Decode(raw.data(), n, dst + static_cast<size_t>(h) * n);
+    }
+  }
+
+  // Reads heads as stored: float16 bits into uint16_t, float32 into float.
+  void ReadStored(const std::string& name, int head_begin, int head_count, void* dst) const {
     std::lock_guard lock(Hdf5Mutex());
     Handle ds(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT));
     const hsize_t t = static_cast<hsize_t>(meta_.total_len);
@@ -798,18 +504,13 @@ class TraceReader::Impl {
     const hsize_t count[3] = {static_cast<hsize_t>(head_count), t, d};
     Handle file_space(H5Dget_space(ds.get()));
     Handle mem_space(H5Screate_simple(3, count, nullptr));
-    bool ok = ds.valid() && H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr,
-                                                count, nullptr) >= 0;
-    const size_t n = static_cast<size_t>(head_count) * t * d;
-    if (ok && meta_.storage == StorageType::kFloat32) {
-      ok = H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
-                   dst) >= 0;
-    } else if (ok) {
-      std::vector<uint16_t> raw(n);
-      ok = H5Dread(ds.get(), float16_.get(), mem_space.get(), file_space.get(), H5P_DEFAULT,
-                   raw.data()) >= 0;
-      if (ok) DecodeHalf(raw.data(), n, dst);
-    }
+    const hid_t mem_type =
+        meta_.storage == StorageType::kFloat32 ? H5T_NATIVE_FLOAT : float16_.get();
+    const bool ok =
+        ds.valid() &&
+        H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) >=
+            0 &&
+        H5Dread(ds.get(), mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, dst) >= 0;
     if (!ok) ThrowInputError("{}: cannot read dataset '{}' (corrupt or truncated?)", path_, name);
   }
 
@@ -830,7 +531,12 @@ const std::string& TraceReader::path() const { return impl_->path(); }
 const TraceMeta& TraceReader::meta() const { return impl_->meta(); }
 StorageType TraceReader::storage() const { return impl_->meta().storage; }
 uint64_t TraceReader::file_bytes() const { return impl_->file_bytes(); }
-LayerTensors TraceReader::ReadLayer(int layer) const { return impl_->ReadLayer(layer); }
+LayerTensors TraceReader::ReadLayer(int layer) const {
+  LayerTensors out;
+  impl_->ReadLayer(layer, &out);
+  return out;
+}
+void TraceReader::ReadLayer(int layer, LayerTensors* out) const { impl_->ReadLayer(layer, out); }
 KvHeadSlice TraceReader::ReadSlice(int layer, int kv_head) const {
   return impl_->ReadSlice(layer, kv_head);
 }
