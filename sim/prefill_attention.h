@@ -5,16 +5,16 @@
 //
 // Thread-safety: every accessor may be called concurrently; each statistic is computed once
 // (tbb::collaborative_call_once: threads that ask while it runs help compute it rather than
-// wait idle, which matters when every cell of a sweep asks at once) and then read-only. SetColumnSums may race with ColumnSums safely (whichever
-// runs first provides the sums; a later SetColumnSums is an assertion failure). Lifetime:
-// references stay valid while this object lives; it keeps a reference to `layer`, which must
-// outlive it.
-#include <Eigen/Dense>
-#include <cstdint>
-#include <memory>
+// wait idle, which matters when every cell of a sweep asks at once) and then read-only.
+// SetColumnSums may race with ColumnSums safely (whichever runs first provides the sums; a later
+// SetColumnSums is an assertion failure). Lifetime: references stay valid while this object lives;
+// it keeps a reference to `layer`, which must outlive it.
 #include <tbb/collaborative_call_once.h>
 
+#include <Eigen/Dense>
 #include <atomic>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "common/tensor.h"
