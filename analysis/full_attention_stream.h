@@ -32,7 +32,7 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
     // Decode steps per block; 0 = as many as fit in `memory_bytes` (logits + weights), clamped to
     // [kMinBlockSteps, kMaxBlockSteps] and to the decode length.
     int64_t block_steps = 0;
-    int64_t memory_bytes = int64_t{256} << 20;
+    int64_t memory_bytes = int64_t{64} << 20;
     // Query heads summed per FutureMass stream (the GQA group in kv-head mode, 1 in query-head
     // mode); 0 = no oracle needs the future, skip the first pass.
     int future_mass_group = 0;

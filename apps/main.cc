@@ -1,6 +1,8 @@
 // kvsim: a discrete-event simulator of LLM KV-cache memory under eviction.
 #include <fmt/core.h>
 
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 #include <exception>
 
@@ -9,6 +11,11 @@
 #include "common/version.h"
 
 int main(int argc, char** argv) {
+  // Eigen's GEMM allocates packing buffers of several MiB per product; glibc would serve each
+  // from a fresh mmap and unmap it on free, so a replay spent ~15% of its time in page faults
+  // re-touching the same buffers. Keep large blocks on the heap and the heap's top mapped.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   CLI::App app{
       "kvsim: replay LLM attention traces against budgeted KV caches and measure what eviction "
       "policies lose.",

@@ -51,6 +51,7 @@ RunStats Run(const std::vector<std::string>& argv) {
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   const auto start = std::chrono::steady_clock::now();
+  std::fflush(stdout);  // the child must not inherit (and print again) buffered output
   const pid_t pid = fork();
   if (pid == 0) {
     if (freopen("/dev/null", "w", stdout) == nullptr) _exit(127);
