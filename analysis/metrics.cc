@@ -94,7 +94,13 @@ void MetricSamples::Append(const MetricSamples& other) {
   append(mass_recall, other.mass_recall);
   append(rel_l2_error, other.rel_l2_error);
   append(cosine, other.cosine);
-  for (size_t i = 0; i < top_recall.size(); ++i) append(top_recall[i], other.top_recall[i]);
+  for (size_t i = 0; i < top_recall_sum.size(); ++i) top_recall_sum[i] += other.top_recall_sum[i];
+  top_recall_count += other.top_recall_count;
+}
+
+double MetricSamples::TopRecallMean(size_t k) const {
+  if (top_recall_count == 0) return std::numeric_limits<double>::quiet_NaN();
+  return top_recall_sum[k] / static_cast<double>(top_recall_count);
 }
 
 double Percentile(std::span<const float> values, double q) {
@@ -161,8 +167,10 @@ void LayerMetrics::OnMeasure(const sim::MeasureView& view) {
         const size_t k = std::min(top.size(), static_cast<size_t>(kTopK[i]));
         int64_t hits = 0;
         for (size_t r = 0; r < k; ++r) hits += cache.Contains(top[r]) ? 1 : 0;
-        samples_.top_recall[i].push_back(static_cast<float>(hits) / static_cast<float>(k));
+        samples_.top_recall_sum[i] +=
+            static_cast<double>(static_cast<float>(hits) / static_cast<float>(k));
       }
+      ++samples_.top_recall_count;
     }
   }
 }

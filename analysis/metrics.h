@@ -76,8 +76,13 @@ struct MetricSamples {
   std::vector<float> mass_recall;
   std::vector<float> rel_l2_error;
   std::vector<float> cosine;
-  std::array<std::vector<float>, kTopK.size()> top_recall;
+  // Top-k recall enters results only as a mean: a running sum (in double, in sample order) and a
+  // count instead of samples halves the memory of a long sweep's samples.
+  std::array<double, kTopK.size()> top_recall_sum{};
+  int64_t top_recall_count = 0;
 
+  // NaN when there are no samples (as Mean).
+  double TopRecallMean(size_t k) const;
   void Append(const MetricSamples& other);
 };
 

@@ -104,7 +104,7 @@ ResultRow LayerRow(
   row.rel_l2_error = Summarize(out.samples.rel_l2_error);
   row.cosine = Summarize(out.samples.cosine);
   for (size_t k = 0; k < kTopK.size(); ++k) {
-    row.top_recall_mean[k] = Mean(out.samples.top_recall[k]);
+    row.top_recall_mean[k] = out.samples.TopRecallMean(k);
   }
   row.resident_tokens_mean = out.replay.resident_tokens_mean;
   row.resident_tokens_peak = out.replay.resident_tokens_peak;
@@ -302,7 +302,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
     all.rel_l2_error = Summarize(all_samples.rel_l2_error);
     all.cosine = Summarize(all_samples.cosine);
     for (size_t k = 0; k < kTopK.size(); ++k) {
-      all.top_recall_mean[k] = Mean(all_samples.top_recall[k]);
+      all.top_recall_mean[k] = all_samples.TopRecallMean(k);
     }
     all.resident_tokens_mean = resident_sum / num_layers;
     all.kv_bytes_mean =
