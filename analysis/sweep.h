@@ -36,7 +36,13 @@ struct SweepPlan {
   sim::ReplayOptions options;
   int threads = 0;          // 0 = every core TBB sees
   int64_t block_steps = 0;  // decode steps per streamed block; 0 = automatic (memory-bounded)
-  bool progress = false;    // progress bar on stderr (drawn only on a terminal)
+  // Cells take their pristine entries' logits from the shared full-cache block (fast). false:
+  // each cell computes q . k over its own resident keys, as the engine before the streamed one
+  // did. The two differ only in float rounding of the logits, which can flip exact ties between
+  // pooled scores (PyramidKV, the LAQ oracles on the stories260K trace: up to 3e-3 in a
+  // percentile); with false, kvsim 0.1's sweep of that trace is reproduced to the last digit.
+  bool share_logits = true;
+  bool progress = false;  // progress bar on stderr (drawn only on a terminal)
 
   // Throws InputError if a list is empty, a policy is unknown or its parameters are invalid.
   void Validate() const;

@@ -244,7 +244,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
         input.budget_tokens = budgets[cell][static_cast<size_t>(l)];
         input.prefill = prefill.get();
         input.future = &full;
-        input.logits = &full;
+        input.logits = plan.share_logits ? &full : nullptr;
         metrics[cell] = std::make_unique<LayerMetrics>(full);
         replays[cell] =
             std::make_unique<sim::LayerReplay>(input, layer_policy(c, l), metrics[cell].get());

@@ -25,6 +25,7 @@ struct ReplayArgs {
   uint64_t seed = 0;
   int64_t prefill_block = 0;
   int threads = 0;
+  bool exact_logits = false;
   std::string csv;
   std::string memory_csv;
 };
@@ -49,6 +50,7 @@ void RunReplay(const ReplayArgs& args) {
   }
   plan.options.prefill_block = args.prefill_block;
   plan.threads = args.threads;
+  plan.share_logits = !args.exact_logits;
   plan.progress = true;
   plan.Validate();
   const analysis::SweepResult result = analysis::RunSweep(plan);
@@ -95,6 +97,10 @@ void RegisterReplayCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores")
       ->capture_default_str();
+  cmd->add_flag("--exact-logits", args->exact_logits,
+                "each cell computes q.k over its own resident keys, as kvsim 0.1 did (slower), "
+                "instead of taking them from the shared full-cache block: a tie between pooled "
+                "scores then breaks as it did");
   cmd->add_option("--csv", args->csv, "also write the rows as sweep.csv format to this file");
   cmd->add_option("--memory-csv", args->memory_csv, "write the memory ledger (memory.csv)");
   cmd->callback([args] { RunReplay(*args); });

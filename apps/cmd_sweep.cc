@@ -29,6 +29,7 @@ struct SweepArgs {
   int64_t seed = -1;
   int64_t prefill_block = -1;
   int threads = -1;
+  bool exact_logits = false;
   std::string out;
 };
 
@@ -49,6 +50,7 @@ std::string CommandLine(const SweepArgs& args) {
   if (args.seed >= 0) add("--seed", std::to_string(args.seed));
   if (args.prefill_block >= 0) add("--prefill-block", std::to_string(args.prefill_block));
   if (args.threads >= 0) add("--threads", std::to_string(args.threads));
+  if (args.exact_logits) line += " --exact-logits";
   add("--out", args.out);
   return line;
 }
@@ -110,6 +112,7 @@ void RunSweepCommand(const SweepArgs& args) {
   if (args.seed >= 0) plan.options.seed = static_cast<uint64_t>(args.seed);
   if (args.prefill_block >= 0) plan.options.prefill_block = args.prefill_block;
   if (args.threads >= 0) plan.threads = args.threads;
+  plan.share_logits = !args.exact_logits;
   plan.progress = true;
   plan.Validate();
   if (!std::filesystem::is_directory(args.out)) {
@@ -143,6 +146,10 @@ void RegisterSweepCommand(CLI::App& app) {
                   "prompt")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores (default)");
+  cmd->add_flag("--exact-logits", args->exact_logits,
+                "each cell computes q.k over its own resident keys, as kvsim 0.1 did (slower), "
+                "instead of taking them from the shared full-cache block: a tie between pooled "
+                "scores then breaks as it did");
   cmd->add_option("--out", args->out, "output directory (must exist)")->required();
   cmd->callback([args] { RunSweepCommand(*args); });
 }
