@@ -150,8 +150,10 @@ class Bench {
                    double flops) {
     std::vector<std::string> argv = {kvsim_};
     argv.insert(argv.end(), args.begin(), args.end());
-    argv.push_back("--threads");
-    argv.push_back(std::to_string(threads_));
+    if (args.front() == "replay" || args.front() == "sweep") {
+      argv.push_back("--threads");
+      argv.push_back(std::to_string(threads_));
+    }
     const RunStats st = Run(argv);
     const double rate = flops / st.wall / 1e9;
     fmt::print("{:<6} {:<34} {:>8.1f} {:>8.1f} {:>8.2f} {:>10.0f} {:>9.1f} {:>9.2f} {:>8}{}\n",

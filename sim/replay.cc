@@ -1,5 +1,7 @@
 #include "sim/replay.h"
 
+#include <tbb/parallel_for.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -55,7 +57,8 @@ class LayerRun {
     min_victims_.resize(static_cast<size_t>(num_streams_));
     decisions_.resize(static_cast<size_t>(num_streams_));
     outputs_.resize(shape_.q_heads, shape_.head_dim);
-    query_rows_.resize(queries_per_stream_, shape_.head_dim);
+    scratch_.resize(static_cast<size_t>(num_streams_));
+    stale_.resize(static_cast<size_t>(num_streams_));
     if (trace_.has_gate_flags()) {
       for (int kv = 0; kv < shape_.kv_heads; ++kv) {
         gate_flags_.push_back(trace_.GateFlags(input.layer, kv));
@@ -195,12 +198,27 @@ class LayerRun {
     step_high_water_bytes_ = KvBytes();
   }
 
-  // Attention of stream s's query heads at step t over its resident set. Logits of pristine
-  // entries come from the shared full-cache pass when there is one (the same q . k, computed
-  // once per layer); rewritten entries (merged, quantized) are scored against their own keys.
+  // The policy's sparse-attention mask for stream s at step t (MPCache's dynamic stage), into
+  // the stream's scratch. Serial: AttendMask may update policy state.
+  void PrepareMask(int s, int64_t t) {
+    StreamScratch& scratch = scratch_[static_cast<size_t>(s)];
+    const KvCache& cache = caches_[static_cast<size_t>(s)];
+    scratch.mask.assign(static_cast<size_t>(cache.size()), 1);
+    scratch.masked = policy_.AttendMask(views_[static_cast<size_t>(s)], t,
+                                        policies::QueryHistory(layer_.queries, t), scratch.mask);
+    KVSIM_ASSERT(!scratch.masked ||
+                     std::find(scratch.mask.begin(), scratch.mask.end(), 1) != scratch.mask.end(),
+                 "policy {} masked every resident entry at step {}", policy_.Name(), t);
+  }
+
+  // Attention of stream s's query heads at step t over its resident set (after PrepareMask).
+  // Logits of pristine entries come from the shared full-cache pass when there is one (the same
+  // q . k, computed once per layer); rewritten entries (merged, quantized) are scored against
+  // their own keys. Touches only stream s's state: streams run in parallel.
   void ComputeAttention(int s, int64_t t) {
     const StreamView& v = views_[static_cast<size_t>(s)];
     const KvCache& cache = caches_[static_cast<size_t>(s)];
+    StreamScratch& scratch = scratch_[static_cast<size_t>(s)];
     RowMatrixXf& a = attention_[static_cast<size_t>(s)];
     if (in_.logits != nullptr) {
       a.resize(queries_per_stream_, cache.size());
@@ -218,18 +236,16 @@ class LayerRun {
         }
       }
     } else {
+      scratch.query_rows.resize(queries_per_stream_, shape_.head_dim);
       for (int i = 0; i < queries_per_stream_; ++i) {
-        query_rows_.row(i) = Eigen::Map<const Eigen::RowVectorXf>(
+        scratch.query_rows.row(i) = Eigen::Map<const Eigen::RowVectorXf>(
             layer_.queries.Row(v.first_q_head + i, t), shape_.head_dim);
       }
-      a.noalias() = (query_rows_ * cache.Keys().transpose()) * scale_;
+      a.noalias() = (scratch.query_rows * cache.Keys().transpose()) * scale_;
     }
-    attend_mask_.assign(static_cast<size_t>(cache.size()), 1);
-    if (policy_.AttendMask(v, t, policies::QueryHistory(layer_.queries, t), attend_mask_)) {
-      KVSIM_ASSERT(std::find(attend_mask_.begin(), attend_mask_.end(), 1) != attend_mask_.end(),
-                   "policy {} masked every resident entry at step {}", policy_.Name(), t);
+    if (scratch.masked) {
       for (int64_t slot = 0; slot < cache.size(); ++slot) {
-        if (attend_mask_[static_cast<size_t>(slot)] == 0) {
+        if (scratch.mask[static_cast<size_t>(slot)] == 0) {
           a.col(slot).setConstant(-std::numeric_limits<float>::infinity());
         }
       }
@@ -240,11 +256,22 @@ class LayerRun {
       row = (row.array() - max).exp();
       row /= row.sum();
     }
-    views_[static_cast<size_t>(s)].attention = &a;
+  }
+
+  // Runs fn(s) for every stream, in parallel when there are several (each touches only its own
+  // stream's state, so the result does not depend on the schedule).
+  template <typename Fn>
+  void ForEachStream(const Fn& fn) {
+    if (num_streams_ == 1) return fn(0);
+    tbb::parallel_for(0, num_streams_, [&](int s) { fn(s); });
   }
 
   void Attend(int64_t t) {
-    for (int s = 0; s < num_streams_; ++s) ComputeAttention(s, t);
+    for (int s = 0; s < num_streams_; ++s) PrepareMask(s, t);
+    ForEachStream([&](int s) { ComputeAttention(s, t); });
+    for (int s = 0; s < num_streams_; ++s) {
+      views_[static_cast<size_t>(s)].attention = &attention_[static_cast<size_t>(s)];
+    }
     const policies::StepView view{.layer = in_.layer,
                                   .step = t,
                                   .prompt_len = prompt_len_,
@@ -287,30 +314,31 @@ class LayerRun {
 
   void Measure(int64_t t) {
     ++result_.steps;
+    // Streams whose cache changed since they attended (before-attend eviction) attend again.
+    for (int s = 0; s < num_streams_; ++s) {
+      stale_[static_cast<size_t>(s)] = views_[static_cast<size_t>(s)].attention == nullptr;
+      if (stale_[static_cast<size_t>(s)]) PrepareMask(s, t);
+    }
+    ForEachStream([&](int s) {
+      if (stale_[static_cast<size_t>(s)]) ComputeAttention(s, t);
+      const KvCache& cache = caches_[static_cast<size_t>(s)];
+      RowMatrixXf& values = scratch_[static_cast<size_t>(s)].values;
+      if (values.rows() < cache.size()) {
+        values.resize(std::max<int64_t>(cache.size(), 2 * values.rows()), shape_.head_dim);
+      }
+      for (int64_t slot = 0; slot < cache.size(); ++slot) values.row(slot) = cache.ValueRow(slot);
+      outputs_.middleRows(views_[static_cast<size_t>(s)].first_q_head, queries_per_stream_)
+          .noalias() = attention_[static_cast<size_t>(s)] * values.topRows(cache.size());
+    });
     for (int s = 0; s < num_streams_; ++s) {
       const KvCache& cache = caches_[static_cast<size_t>(s)];
-      if (views_[static_cast<size_t>(s)].attention == nullptr) ComputeAttention(s, t);
-      const StreamView& v = views_[static_cast<size_t>(s)];
-      GatherValues(cache);
-      outputs_.middleRows(v.first_q_head, queries_per_stream_).noalias() =
-          attention_[static_cast<size_t>(s)] * gathered_values_.topRows(cache.size());
+      views_[static_cast<size_t>(s)].attention = &attention_[static_cast<size_t>(s)];
       resident_sum_ += static_cast<double>(cache.size());
       result_.resident_tokens_peak = std::max(result_.resident_tokens_peak, cache.size());
     }
     if (observer_ != nullptr) {
       observer_->OnMeasure(
           MeasureView{.layer = in_.layer, .step = t, .streams = views_, .outputs = &outputs_});
-    }
-  }
-
-  // The resident V rows in slot order, into a scratch matrix reused across steps.
-  void GatherValues(const KvCache& cache) {
-    if (gathered_values_.rows() < cache.size()) {
-      gathered_values_.resize(std::max<int64_t>(cache.size(), 2 * gathered_values_.rows()),
-                              shape_.head_dim);
-    }
-    for (int64_t slot = 0; slot < cache.size(); ++slot) {
-      gathered_values_.row(slot) = cache.ValueRow(slot);
     }
   }
 
@@ -360,12 +388,18 @@ class LayerRun {
   std::vector<int64_t> min_victims_;
   std::vector<EvictionDecision> decisions_;
   RowMatrixXf outputs_;
-  RowMatrixXf query_rows_;
-  RowMatrixXf gathered_values_;  // scratch: resident V rows in slot order
+  // Per-stream scratch, reused across steps (streams compute in parallel).
+  struct StreamScratch {
+    RowMatrixXf query_rows;     // the stream's queries of the step
+    RowMatrixXf values;         // resident V rows in slot order
+    std::vector<uint8_t> mask;  // EvictionPolicy::AttendMask, one per resident slot
+    bool masked = false;        // the policy masked this step
+  };
+  std::vector<StreamScratch> scratch_;
+  std::vector<uint8_t> stale_;  // per stream: attention must be recomputed at measure
   EventQueue queue_;
   int64_t scheduled_through_ = 0;  // decode events are queued up to this step
   KvTierBytes step_high_water_bytes_;
-  std::vector<uint8_t> attend_mask_;                  // scratch for EvictionPolicy::AttendMask
   std::vector<std::span<const uint8_t>> gate_flags_;  // per KV head; empty without flags
   bool reports_tiers_ = false;                        // the policy implements TierBytes
   std::map<int32_t, std::pair<int64_t, std::string>> arrival_roles_;  // turn -> first pos, role
