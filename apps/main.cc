@@ -1,6 +1,5 @@
 // kvsim: a discrete-event simulator of LLM KV-cache memory under eviction.
 #include <fmt/core.h>
-
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>

@@ -85,6 +85,7 @@ void KvCache::Admit(int64_t position, int32_t owned) {
   KVSIM_ASSERT(slot_of_[static_cast<size_t>(position)] < 0, "position {} is already resident",
                position);
   const int64_t slot = size_++;
+  source_prefix_ = source_prefix_ && owned < 0 && slot == position;
   if (static_cast<size_t>(slot) == entries_.size()) {
     entries_.emplace_back();
     rows_.emplace_back();
@@ -118,6 +119,7 @@ void KvCache::Apply(const EvictionDecision& decision) {
                  rewrite.key.size(), rewrite.value.size(), head_dim_);
     RowRef& ref = rows_[static_cast<size_t>(slot)];
     if (ref.owned < 0) ref.owned = NewOwnedRow();
+    source_prefix_ = false;
     const auto offset = static_cast<std::ptrdiff_t>(static_cast<size_t>(ref.owned) * d);
     std::copy(rewrite.key.data(), rewrite.key.data() + head_dim_, owned_keys_.begin() + offset);
     std::copy(rewrite.value.data(), rewrite.value.data() + head_dim_,
@@ -135,6 +137,7 @@ void KvCache::Apply(const EvictionDecision& decision) {
 }
 
 void KvCache::Remove(int64_t position) {
+  source_prefix_ = false;
   const auto slot = static_cast<size_t>(slot_of_[static_cast<size_t>(position)]);
   const auto last = static_cast<size_t>(size_ - 1);
   if (rows_[slot].owned >= 0) free_owned_.push_back(rows_[slot].owned);

@@ -92,6 +92,17 @@ class KvCache {
   // True when slot's K/V are rows of the source matrices (its key logits can be reused from a
   // full-cache pass over the same source).
   bool IsSourceView(int64_t slot) const { return rows_[static_cast<size_t>(slot)].owned < 0; }
+  // True while slot j holds position j, viewed in the source, for every slot: nothing was ever
+  // evicted, rewritten or copied in. Then the resident K/V are the source's first size() rows,
+  // contiguous (attention over them needs no gather).
+  bool IsSourcePrefix() const { return source_prefix_; }
+  // The source's K/V rows [0, rows). REQUIRES a cache built over a source.
+  ConstMatrixMap SourceKeys(int64_t rows) const {
+    return ConstMatrixMap(source_keys_, rows, head_dim_);
+  }
+  ConstMatrixMap SourceValues(int64_t rows) const {
+    return ConstMatrixMap(source_values_, rows, head_dim_);
+  }
   int64_t Position(int64_t slot) const { return entries_[static_cast<size_t>(slot)].position; }
 
   bool Contains(int64_t position) const { return SlotOf(position) >= 0; }
@@ -137,6 +148,7 @@ class KvCache {
   int64_t peak_size_ = 0;
   int64_t budget_tokens_ = 0;
   int64_t slack_tokens_ = 0;
+  bool source_prefix_ = true;           // see IsSourcePrefix
   const float* source_keys_ = nullptr;  // max_positions x head_dim, or null
   const float* source_values_ = nullptr;
   std::vector<CacheEntry> entries_;  // slot order, size_ valid

@@ -227,6 +227,10 @@ class LayerRun {
         const int h = v.first_q_head + i;
         const float* logits = in_.logits->Logits(h, t).data();
         float* row = a.row(i).data();
+        if (cache.IsSourcePrefix()) {  // slot j = position j: the block's row as it is
+          std::copy(logits, logits + cache.size(), row);
+          continue;
+        }
         for (int64_t slot = 0; slot < cache.size(); ++slot) {
           row[slot] = cache.IsSourceView(slot)
                           ? logits[entries[static_cast<size_t>(slot)].position]
@@ -322,13 +326,18 @@ class LayerRun {
     ForEachStream([&](int s) {
       if (stale_[static_cast<size_t>(s)]) ComputeAttention(s, t);
       const KvCache& cache = caches_[static_cast<size_t>(s)];
+      auto out =
+          outputs_.middleRows(views_[static_cast<size_t>(s)].first_q_head, queries_per_stream_);
+      if (cache.IsSourcePrefix()) {  // resident V = the trace's first rows: no gather
+        out.noalias() = attention_[static_cast<size_t>(s)] * cache.SourceValues(cache.size());
+        return;
+      }
       RowMatrixXf& values = scratch_[static_cast<size_t>(s)].values;
       if (values.rows() < cache.size()) {
         values.resize(std::max<int64_t>(cache.size(), 2 * values.rows()), shape_.head_dim);
       }
       for (int64_t slot = 0; slot < cache.size(); ++slot) values.row(slot) = cache.ValueRow(slot);
-      outputs_.middleRows(views_[static_cast<size_t>(s)].first_q_head, queries_per_stream_)
-          .noalias() = attention_[static_cast<size_t>(s)] * values.topRows(cache.size());
+      out.noalias() = attention_[static_cast<size_t>(s)] * values.topRows(cache.size());
     });
     for (int s = 0; s < num_streams_; ++s) {
       const KvCache& cache = caches_[static_cast<size_t>(s)];

@@ -100,3 +100,43 @@ TEST(MemoryLedger, PeakSumsLayersAtTheSameStep) {
 
 }  // namespace
 }  // namespace kvsim::sim
+
+namespace kvsim::sim {
+namespace {
+
+// A cache over a source views pristine rows (no copies) and says when its slots are exactly the
+// source's first rows; any removal or rewrite ends that, and rewrites land in owned rows.
+TEST(KvCacheSource, ViewsSourceRowsUntilEvictedOrRewritten) {
+  RowMatrixXf keys(6, 2);
+  RowMatrixXf values(6, 2);
+  for (int p = 0; p < 6; ++p) {
+    keys.row(p) << static_cast<float>(p), 1.0f;
+    values.row(p) << 10.0f + static_cast<float>(p), 2.0f;
+  }
+  KvCache cache{ConstMatrixMap(keys.data(), 6, 2), ConstMatrixMap(values.data(), 6, 2)};
+  cache.set_budget_tokens(10);
+  for (int p = 0; p < 4; ++p) cache.AppendFromSource(p);
+  EXPECT_TRUE(cache.IsSourcePrefix());
+  EXPECT_EQ(cache.KeyRow(2).data(), keys.row(2).data());  // a view, not a copy
+  EXPECT_EQ(cache.SourceValues(4)(3, 0), 13.0f);
+  EvictionDecision rewrite;
+  rewrite.rewrites.push_back(EntryRewrite{
+      .position = 1, .key = Eigen::Vector2f(7.0f, 7.0f), .value = Eigen::Vector2f(8.0f, 8.0f)});
+  cache.Apply(rewrite);
+  EXPECT_FALSE(cache.IsSourcePrefix());
+  EXPECT_FALSE(cache.IsSourceView(cache.SlotOf(1)));
+  EXPECT_EQ(cache.KeyRow(cache.SlotOf(1))(0), 7.0f);
+  EXPECT_EQ(keys(1, 0), 1.0f);  // the source is untouched
+  EvictionDecision evict;
+  evict.victims = {0};
+  cache.Apply(evict);
+  EXPECT_EQ(cache.size(), 3);
+  EXPECT_EQ(cache.ValueRow(cache.SlotOf(3))(0), 13.0f);
+  const RowMatrixXf gathered = cache.Keys();
+  for (int64_t slot = 0; slot < cache.size(); ++slot) {
+    EXPECT_EQ(gathered.row(slot), cache.KeyRow(slot)) << slot;
+  }
+}
+
+}  // namespace
+}  // namespace kvsim::sim
