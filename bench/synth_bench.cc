@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "models/model_shape.h"
 #include "traces/synthetic/synthetic.h"
 #include "traces/trace_io.h"
@@ -21,24 +22,8 @@
 namespace kvsim::traces {
 namespace {
 
-class Timer {
- public:
-  double wall_s() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_).count();
-  }
-  double cpu_s() const { return static_cast<double>(std::clock() - cpu_) / CLOCKS_PER_SEC; }
-
- private:
-  std::chrono::steady_clock::time_point wall_ = std::chrono::steady_clock::now();
-  std::clock_t cpu_ = std::clock();
-};
-
-double LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  double load = -1.0;
-  in >> load;
-  return load;
-}
+using bench::LoadAverage;
+using bench::Timer;
 
 void Run() {
   namespace synthetic = traces::synthetic;

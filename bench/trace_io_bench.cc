@@ -17,6 +17,7 @@
 #include <random>
 #include <string>
 
+#include "bench/bench_util.h"
 #include "models/model_shape.h"
 #include "traces/float16.h"
 #include "traces/trace_io.h"
@@ -27,26 +28,8 @@ namespace {
 constexpr int64_t kPromptLen = 4096;
 constexpr int64_t kDecodeLen = 256;
 
-// Wall-clock and process CPU seconds since construction.
-class Timer {
- public:
-  double wall_s() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_).count();
-  }
-  double cpu_s() const { return static_cast<double>(std::clock() - cpu_) / CLOCKS_PER_SEC; }
-
- private:
-  std::chrono::steady_clock::time_point wall_ = std::chrono::steady_clock::now();
-  std::clock_t cpu_ = std::clock();
-};
-
-// The 1-minute load average, or -1 where /proc/loadavg is missing.
-double LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  double load = -1.0;
-  in >> load;
-  return load;
-}
+using bench::LoadAverage;
+using bench::Timer;
 
 Trace MakeRandomTrace() {
   TraceMeta meta;

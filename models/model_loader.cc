@@ -68,11 +68,11 @@ LoadedModel LoadModel(const std::string& path, const std::string& tokenizer_path
 }
 
 std::string BundledModelPath() {
-  // The source tree's models/data, found from this file's compile-time path (CMake compiles with
-  // absolute paths), so `kvsim capture` works from any directory of a build tree.
+  // The source tree's models/data, from the source directory CMake passes in (not __FILE__:
+  // ccache's base_dir makes that relative), so `kvsim capture` works from any directory.
   const std::filesystem::path relative = "data/stories260K/stories260K.gguf";
   const std::filesystem::path from_source =
-      std::filesystem::path(__FILE__).parent_path() / relative;
+      std::filesystem::path(KVSIM_MODELS_SOURCE_DIR) / relative;
   if (std::filesystem::exists(from_source)) return from_source.string();
   const std::filesystem::path from_cwd = std::filesystem::path("models") / relative;
   if (std::filesystem::exists(from_cwd)) return from_cwd.string();
