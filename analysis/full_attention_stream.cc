@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 
 #include "common/error.h"
 
@@ -11,22 +13,57 @@ namespace kvsim::analysis {
 namespace {
 
 // The k positions of largest weight among row[0, visible), by decreasing weight, ties to the lower
-// position: one scan keeping a sorted buffer. Positions arrive in increasing order, so an entry
-// equal to the buffer's last weight never displaces it: the same result as partial_sort with
-// that comparator, in O(visible) for the common case of a rejected candidate.
+// position (a total order, so the result is unique): one scan keeping a sorted buffer. Positions
+// arrive in increasing order, so an entry equal to the buffer's last weight never displaces it.
+//
+// Pruned first: with the row cut into chunks of 64, the k-th largest chunk maximum tau is at most
+// the k-th largest weight (k chunks each hold a weight >= tau), so every top-k weight is >= tau and
+// lies in a chunk whose maximum is >= tau. Only those chunks are scanned, only their weights >= tau
+// offered: a few hundred of a row's thousands, as attention is peaked.
 void TopK(const float* row, int64_t visible, int64_t k, int64_t* out) {
+  constexpr int64_t kChunk = 64;
+  using Chunk = Eigen::Map<const Eigen::Array<float, kChunk, 1>>;
+  const int64_t whole_chunks = visible / kChunk;
+  float tau = -std::numeric_limits<float>::infinity();
+  if (whole_chunks >= 4 * k) {
+    thread_local std::vector<float> maxima;
+    maxima.resize(static_cast<size_t>(whole_chunks));
+    for (int64_t c = 0; c < whole_chunks; ++c) {
+      maxima[static_cast<size_t>(c)] = Chunk(row + c * kChunk).maxCoeff();
+    }
+    std::nth_element(maxima.begin(), maxima.begin() + (k - 1), maxima.end(), std::greater<>());
+    tau = maxima[static_cast<size_t>(k - 1)];
+  }
   std::vector<std::pair<float, int64_t>> best;
   best.reserve(static_cast<size_t>(k) + 1);
-  for (int64_t j = 0; j < visible; ++j) {
-    const float w = row[j];
-    if (static_cast<int64_t>(best.size()) == k && !(w > best.back().first)) continue;
-    auto at = std::upper_bound(
-        best.begin(), best.end(), w,
-        [](float value, const std::pair<float, int64_t>& e) { return value > e.first; });
-    best.insert(at, {w, j});
-    if (static_cast<int64_t>(best.size()) > k) best.pop_back();
+  for (int64_t chunk = 0; chunk < visible; chunk += kChunk) {
+    const int64_t chunk_end = std::min(visible, chunk + kChunk);
+    if (chunk_end - chunk == kChunk && Chunk(row + chunk).maxCoeff() < tau) continue;
+    for (int64_t j = chunk; j < chunk_end; ++j) {
+      const float w = row[j];
+      if (w < tau) continue;
+      if (static_cast<int64_t>(best.size()) == k && !(w > best.back().first)) continue;
+      auto at = std::upper_bound(
+          best.begin(), best.end(), w,
+          [](float value, const std::pair<float, int64_t>& e) { return value > e.first; });
+      best.insert(at, {w, j});
+      if (static_cast<int64_t>(best.size()) > k) best.pop_back();
+    }
   }
   for (size_t i = 0; i < best.size(); ++i) out[i] = best[i].second;
+}
+
+// Sum of row[0, n) in double, eight independent partial sums (vectorisable; a total mass is ~1,
+// so the order changes it by ~1e-16 at most).
+double SumInDouble(const float* row, int64_t n) {
+  double partial[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int lane = 0; lane < 8; ++lane) partial[lane] += static_cast<double>(row[j + lane]);
+  }
+  for (; j < n; ++j) partial[0] += static_cast<double>(row[j]);
+  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
 }  // namespace
@@ -38,6 +75,7 @@ FullAttentionStream::FullAttentionStream(const traces::LayerTensors& layer,
       prompt_len_(prompt_len),
       total_len_(layer.queries.positions()),
       num_q_heads_(layer.queries.heads()),
+      num_groups_(std::max(layer.keys.heads(), 1)),
       group_size_(layer.keys.heads() > 0 ? layer.queries.heads() / layer.keys.heads() : 1),
       head_dim_(layer.queries.dim()),
       scale_(1.0f / std::sqrt(static_cast<float>(layer.queries.dim()))),
@@ -57,17 +95,23 @@ FullAttentionStream::FullAttentionStream(const traces::LayerTensors& layer,
   first_block_steps_ =
       std::min(std::max(block_steps_, kMinFirstBlockSteps), std::max<int64_t>(steps, 1));
   buffer_rows_ = std::max(block_steps_, first_block_steps_);
-  const auto heads = static_cast<size_t>(num_q_heads_);
-  logits_.resize(heads);
-  weights_.resize(heads);
-  outputs_.resize(heads);
+  KVSIM_ASSERT(group_size_ * num_groups_ == num_q_heads_, "{} query heads in {} KV groups",
+               num_q_heads_, num_groups_);
+  const auto groups = static_cast<size_t>(num_groups_);
+  queries_.resize(groups);
+  logits_.resize(groups);
+  weights_.resize(groups);
+  outputs_.resize(groups);
   if (steps > 0) {
-    for (size_t h = 0; h < heads; ++h) {
-      logits_[h].resize(buffer_rows_, total_len_);
-      weights_[h].resize(buffer_rows_, total_len_);
-      outputs_[h].resize(buffer_rows_, head_dim_);
+    const int64_t group_rows = group_size_ * buffer_rows_;
+    for (size_t g = 0; g < groups; ++g) {
+      queries_[g].resize(group_rows, head_dim_);
+      logits_[g].resize(group_rows, total_len_);
+      weights_[g].resize(group_rows, total_len_);
+      outputs_[g].resize(group_rows, head_dim_);
     }
   }
+  const auto heads = static_cast<size_t>(num_q_heads_);
   top_.assign(heads * static_cast<size_t>(buffer_rows_) * kMaxTopK, -1);
   total_mass_.assign(heads * static_cast<size_t>(buffer_rows_), 0.0);
   if (future_mass_group_ > 0) ComputeFutureMass();
@@ -90,46 +134,74 @@ double FullAttentionStream::PassFlops() const {
   return 4.0 * num_q_heads_ * visible * head_dim_;
 }
 
-void FullAttentionStream::ComputeWeights(int q_head, int64_t begin, int64_t end) {
+void FullAttentionStream::ComputeGroup(int group, int64_t begin, int64_t end, bool measure) {
   const int64_t rows = end - begin;
-  const ConstMatrixMap queries = layer_.queries.Head(q_head);
-  const ConstMatrixMap keys = layer_.keys.Head(q_head / group_size_);
-  RowMatrixXf& logits = logits_[static_cast<size_t>(q_head)];
-  RowMatrixXf& weights = weights_[static_cast<size_t>(q_head)];
-  // Causal: the block's last query sees keys [0, end); the rest of a row is masked below.
-  logits.topLeftCorner(rows, end).noalias() =
-      (queries.middleRows(begin, rows) * keys.topRows(end).transpose()) * scale_;
-  for (int64_t r = 0; r < rows; ++r) {
+  const int64_t group_rows = group_size_ * rows;
+  const auto g = static_cast<size_t>(group);
+  RowMatrixXf& queries = queries_[g];
+  RowMatrixXf& logits = logits_[g];
+  RowMatrixXf& weights = weights_[g];
+  for (int i = 0; i < group_size_; ++i) {
+    queries.middleRows(i * rows, rows) =
+        layer_.queries.Head(group * group_size_ + i).middleRows(begin, rows);
+  }
+  // Causal: the block's last query sees keys [0, end); the rest of a row is masked below. The
+  // product goes straight into the buffer and is scaled row by row below: written as
+  // (Q K^T) * scale, Eigen would evaluate it into a column-major temporary and transpose it over.
+  logits.topLeftCorner(group_rows, end).noalias() =
+      queries.topRows(group_rows) * layer_.keys.Head(group).topRows(end).transpose();
+  for (int64_t row = 0; row < group_rows; ++row) {
+    const int64_t r = row % rows;
     const int64_t visible = begin + r + 1;
-    auto row = weights.row(r);
-    auto head = row.head(visible);
-    head = logits.row(r).head(visible);
+    auto logit_row = logits.row(row).head(visible);
+    logit_row *= scale_;
+    auto weight_row = weights.row(row);
+    auto head = weight_row.head(visible);
+    head = logit_row;
     const float max = head.maxCoeff();
     head = (head.array() - max).exp();
     head /= head.sum();
-    row.segment(visible, end - visible).setZero();
+    weight_row.segment(visible, end - visible).setZero();
+    if (!measure) continue;
+    // The row is still in cache: its total mass and top positions now, not in another pass.
+    const int h = group * group_size_ + static_cast<int>(row / rows);
+    const size_t index =
+        static_cast<size_t>(h) * static_cast<size_t>(buffer_rows_) + static_cast<size_t>(r);
+    total_mass_[index] = SumInDouble(weight_row.data(), visible);
+    int64_t* top = top_.data() + index * kMaxTopK;
+    std::fill(top, top + kMaxTopK, -1);
+    TopK(weight_row.data(), visible, std::min<int64_t>(kMaxTopK, visible), top);
+  }
+  if (measure) {
+    outputs_[g].topRows(group_rows).noalias() =
+        weights.topLeftCorner(group_rows, end) * layer_.values.Head(group).topRows(end);
   }
 }
 
 void FullAttentionStream::ComputeFutureMass() {
-  const int groups = num_q_heads_ / future_mass_group_;
-  KVSIM_ASSERT(groups * future_mass_group_ == num_q_heads_,
-               "future-mass group {} does not divide {} query heads", future_mass_group_,
-               num_q_heads_);
-  future_mass_.assign(static_cast<size_t>(groups),
+  const int streams = num_q_heads_ / future_mass_group_;
+  KVSIM_ASSERT(
+      streams * future_mass_group_ == num_q_heads_ && group_size_ % future_mass_group_ == 0,
+      "future-mass group {} does not divide the GQA group of {} ({} query heads)",
+      future_mass_group_, group_size_, num_q_heads_);
+  future_mass_.assign(static_cast<size_t>(streams),
                       std::vector<double>(static_cast<size_t>(total_len_), 0.0));
-  tbb::parallel_for(0, groups, [&](int group) {
-    std::vector<double>& mass = future_mass_[static_cast<size_t>(group)];
-    const int first = group * future_mass_group_;
+  tbb::parallel_for(0, num_groups_, [&](int group) {
+    const RowMatrixXf& weights = weights_[static_cast<size_t>(group)];
     for (int64_t block = 0; block < num_blocks(); ++block) {
       const int64_t begin = BlockBegin(block);
       const int64_t end = BlockEnd(block);
-      for (int h = first; h < first + future_mass_group_; ++h) ComputeWeights(h, begin, end);
-      // Step-major, then head: the order FullCacheAttention::FutureMass adds in.
-      for (int64_t r = 0; r < end - begin; ++r) {
-        for (int h = first; h < first + future_mass_group_; ++h) {
-          const float* w = weights_[static_cast<size_t>(h)].row(r).data();
-          for (int64_t j = 0; j <= begin + r; ++j) mass[static_cast<size_t>(j)] += w[j];
+      const int64_t rows = end - begin;
+      ComputeGroup(group, begin, end, /*measure=*/false);
+      for (int first = 0; first < group_size_; first += future_mass_group_) {
+        const int stream = (group * group_size_ + first) / future_mass_group_;
+        std::vector<double>& mass = future_mass_[static_cast<size_t>(stream)];
+        // Step-major, then head: the order FullCacheAttention::FutureMass adds in.
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int i = first; i < first + future_mass_group_; ++i) {
+            const float* w = weights.row(i * rows + r).data();
+            for (int64_t j = 0; j <= begin + r; ++j) mass[static_cast<size_t>(j)] += w[j];
+          }
         }
       }
     }
@@ -141,26 +213,8 @@ void FullAttentionStream::ComputeBlock(int64_t block) {
   KVSIM_ASSERT(block >= 0 && block < num_blocks(), "block {} outside [0, {})", block, num_blocks());
   const int64_t begin = BlockBegin(block);
   const int64_t end = BlockEnd(block);
-  tbb::parallel_for(0, num_q_heads_, [&](int h) {
-    ComputeWeights(h, begin, end);
-    const int64_t rows = end - begin;
-    const RowMatrixXf& weights = weights_[static_cast<size_t>(h)];
-    const ConstMatrixMap values = layer_.values.Head(h / group_size_);
-    outputs_[static_cast<size_t>(h)].topRows(rows).noalias() =
-        weights.topLeftCorner(rows, end) * values.topRows(end);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t visible = begin + r + 1;
-      const float* w = weights.row(r).data();
-      double total = 0.0;
-      for (int64_t j = 0; j < visible; ++j) total += static_cast<double>(w[j]);
-      const size_t index =
-          static_cast<size_t>(h) * static_cast<size_t>(buffer_rows_) + static_cast<size_t>(r);
-      total_mass_[index] = total;
-      int64_t* top = top_.data() + index * kMaxTopK;
-      std::fill(top, top + kMaxTopK, -1);
-      TopK(w, visible, std::min<int64_t>(kMaxTopK, visible), top);
-    }
-  });
+  tbb::parallel_for(0, num_groups_,
+                    [&](int group) { ComputeGroup(group, begin, end, /*measure=*/true); });
   begin_ = begin;
   end_ = end;
 }
@@ -173,13 +227,15 @@ int64_t FullAttentionStream::RowOf(int q_head, int64_t step) const {
 }
 
 std::span<const float> FullAttentionStream::FullAttention(int q_head, int64_t step) const {
-  const int64_t r = RowOf(q_head, step);
-  return {weights_[static_cast<size_t>(q_head)].row(r).data(), static_cast<size_t>(step + 1)};
+  RowOf(q_head, step);
+  return {weights_[static_cast<size_t>(q_head / group_size_)].row(GroupRow(q_head, step)).data(),
+          static_cast<size_t>(step + 1)};
 }
 
 std::span<const float> FullAttentionStream::Logits(int q_head, int64_t step) const {
-  const int64_t r = RowOf(q_head, step);
-  return {logits_[static_cast<size_t>(q_head)].row(r).data(), static_cast<size_t>(step + 1)};
+  RowOf(q_head, step);
+  return {logits_[static_cast<size_t>(q_head / group_size_)].row(GroupRow(q_head, step)).data(),
+          static_cast<size_t>(step + 1)};
 }
 
 std::vector<double> FullAttentionStream::FutureMass(int first_q_head, int num_q_heads) const {
@@ -197,9 +253,10 @@ double FullAttentionStream::TotalMass(int q_head, int64_t step) const {
 }
 
 Eigen::Map<const Eigen::RowVectorXf> FullAttentionStream::Output(int q_head, int64_t step) const {
-  const int64_t r = RowOf(q_head, step);
-  return Eigen::Map<const Eigen::RowVectorXf>(outputs_[static_cast<size_t>(q_head)].row(r).data(),
-                                              head_dim_);
+  RowOf(q_head, step);
+  return Eigen::Map<const Eigen::RowVectorXf>(
+      outputs_[static_cast<size_t>(q_head / group_size_)].row(GroupRow(q_head, step)).data(),
+      head_dim_);
 }
 
 std::span<const int64_t> FullAttentionStream::TopPositions(int q_head, int64_t step) const {

@@ -2,11 +2,12 @@
 // The full-cache reference of one layer, streamed a block of decode steps at a time (issue 11).
 //
 // A sweep advances every cell of a layer in lockstep through blocks of decode steps. For each
-// block this object computes, once, every query head's full-cache logits (one GEMM per head over
-// the keys the block can see), softmax weights, outputs, total masses and top-32 positions; the
-// cells take their resident logits from it (sim::SharedLogits) and their metrics compare against
-// it (FullCacheReference); then the next block replaces it. Memory is O(Hq * block * T), not
-// O(Hq * decode steps * T): it does not grow with the decode length.
+// block this object computes, once, every query head's full-cache logits, softmax weights,
+// outputs, total masses and top-32 positions: per KV head one GEMM for the logits of its GQA
+// group's queries stacked (its keys are packed once for the group, not once per query head) and
+// one for the outputs. The cells take their resident logits from it (sim::SharedLogits) and their
+// metrics compare against it (FullCacheReference); then the next block replaces it. Memory is O(Hq
+// * block * T), not O(Hq * decode steps * T): it does not grow with the decode length.
 //
 // Oracles need the whole future. FutureMass comes from a first pass over every block (the same
 // arithmetic, so the same floats), accumulated in double in the order FullCacheAttention uses;
@@ -69,18 +70,32 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
   Eigen::Map<const Eigen::RowVectorXf> Output(int q_head, int64_t step) const override;
   std::span<const int64_t> TopPositions(int q_head, int64_t step) const override;
   std::span<const float> Logits(int q_head, int64_t step) const override;
+  std::span<const float> FullWeights(int q_head, int64_t step) const override {
+    return FullAttention(q_head, step);
+  }
+  std::span<const float> FullOutput(int q_head, int64_t step) const override {
+    const Eigen::Map<const Eigen::RowVectorXf> row = Output(q_head, step);
+    return {row.data(), static_cast<size_t>(row.size())};
+  }
 
  private:
   // Row of `step` in the current block (asserts it is there).
   int64_t RowOf(int q_head, int64_t step) const;
-  // Logits and softmax weights of q_head's steps [begin, end) into the block buffers.
-  void ComputeWeights(int q_head, int64_t begin, int64_t end);
+  // Index of (q_head, step)'s row in its KV group's buffers for the current block.
+  int64_t GroupRow(int q_head, int64_t step) const {
+    return (q_head % group_size_) * (end_ - begin_) + (step - begin_);
+  }
+  // Logits and softmax weights of KV group `group`'s query heads for steps [begin, end) into the
+  // group's buffers (rows as GroupRow); with `measure`, also their outputs, total masses and top
+  // positions.
+  void ComputeGroup(int group, int64_t begin, int64_t end, bool measure);
   void ComputeFutureMass();
 
   const traces::LayerTensors& layer_;
   int64_t prompt_len_;
   int64_t total_len_;
   int num_q_heads_;
+  int num_groups_;  // KV heads
   int group_size_;
   int head_dim_;
   float scale_;
@@ -91,9 +106,11 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
   int64_t begin_ = 0;  // current block: steps [begin_, end_)
   int64_t end_ = 0;
 
-  std::vector<RowMatrixXf> logits_;   // [q_head]: block_steps x T (columns past end_ unused)
-  std::vector<RowMatrixXf> weights_;  // [q_head]: same, zero past each row's step
-  std::vector<RowMatrixXf> outputs_;  // [q_head]: block_steps x d
+  // Per KV group; rows as GroupRow: the group's query heads one after another, block rows each.
+  std::vector<RowMatrixXf> queries_;  // [group]: group_size * block_steps x d, stacked queries
+  std::vector<RowMatrixXf> logits_;   // [group]: group_size * block_steps x T (past end_ unused)
+  std::vector<RowMatrixXf> weights_;  // [group]: same, zero past each row's step
+  std::vector<RowMatrixXf> outputs_;  // [group]: group_size * block_steps x d
   std::vector<int64_t> top_;          // [q_head][row][kMaxTopK], -1 padded
   std::vector<double> total_mass_;    // [q_head][row]
   std::vector<std::vector<double>> future_mass_;  // [stream of future_mass_group heads][T]

@@ -131,19 +131,40 @@ Summary Summarize(std::span<const float> values) {
                  Percentile(values, 0.95)};
 }
 
+namespace {
+
+// Full-cache weight summed over the resident positions, in double; four partial sums so the adds
+// do not wait on each other (the order moves the sum by ~1e-16).
+double ResidentMass(std::span<const float> full, std::span<const sim::CacheEntry> entries) {
+  double partial[4] = {};
+  size_t i = 0;
+  for (; i + 4 <= entries.size(); i += 4) {
+    for (size_t lane = 0; lane < 4; ++lane) {
+      partial[lane] += static_cast<double>(full[static_cast<size_t>(entries[i + lane].position)]);
+    }
+  }
+  for (; i < entries.size(); ++i) {
+    partial[0] += static_cast<double>(full[static_cast<size_t>(entries[i].position)]);
+  }
+  return (partial[0] + partial[1]) + (partial[2] + partial[3]);
+}
+
+}  // namespace
+
 void LayerMetrics::OnMeasure(const sim::MeasureView& view) {
   for (const policies::StreamView& stream : view.streams) {
     const sim::KvCache& cache = *stream.cache;
+    // Every position [0, step] resident, as it was written: the full cache itself.
     const bool whole_cache = cache.size() == view.step + 1 &&
-                             std::all_of(cache.entries().begin(), cache.entries().end(),
-                                         [](const sim::CacheEntry& e) { return e.pristine(); });
+                             (cache.IsSourcePrefix() ||
+                              std::all_of(cache.entries().begin(), cache.entries().end(),
+                                          [](const sim::CacheEntry& e) { return e.pristine(); }));
     for (int h = stream.first_q_head; h < stream.first_q_head + stream.num_q_heads; ++h) {
-      const std::span<const float> full = full_.FullAttention(h, view.step);
-      double mass = 0.0;
-      for (const sim::CacheEntry& e : cache.entries()) {
-        mass += static_cast<double>(full[static_cast<size_t>(e.position)]);
-      }
-      samples_.mass_recall.push_back(static_cast<float>(mass / full_.TotalMass(h, view.step)));
+      samples_.mass_recall.push_back(
+          whole_cache ? 1.0f
+                      : static_cast<float>(
+                            ResidentMass(full_.FullAttention(h, view.step), cache.entries()) /
+                            full_.TotalMass(h, view.step)));
 
       if (whole_cache) {
         samples_.rel_l2_error.push_back(0.0f);

@@ -27,6 +27,8 @@
 // mask, which a trace does not hold: every layer gets the uniform budget (card default power = 0,
 // no allocation). policy_state counts the patched prompt's queries (fp32) and one score per
 // position.
+#include <tbb/parallel_for.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -60,9 +62,12 @@ class EpiCachePolicy final : public EvictionPolicy {
 
   void SelectVictims(const EvictionRequest& request,
                      std::span<sim::EvictionDecision> decisions) override {
+    if (request.after_prefill) {  // streams score independently (their own scores_ row)
+      tbb::parallel_for(size_t{0}, request.streams.size(),
+                        [&](size_t i) { Score(request.streams[i]); });
+    }
     for (const StreamView& stream : request.streams) {
       const auto s = static_cast<size_t>(stream.stream);
-      if (request.after_prefill) Score(stream);
       const int64_t count = request.min_victims[s];
       if (count == 0) continue;
       std::vector<Candidate> candidates;
@@ -176,19 +181,29 @@ class EpiCachePolicy final : public EvictionPolicy {
     }
   }
 
-  // s(j) over the stream's resident keys, from scratch (card 1 (b)).
+  // s(j) over the stream's resident keys, from scratch (card 1 (b)). In tiles of patched
+  // queries: without turns the patched prompt is the whole prompt, and its attention over the
+  // resident keys would be prompt x prompt floats at once.
   void Score(const StreamView& stream) {
     const sim::KvCache& cache = *stream.cache;
     if (cache.size() == 0) return;
+    constexpr int64_t kTileRows = 256;
     const float scale = 1.0f / std::sqrt(static_cast<float>(setup_.shape.head_dim));
-    RowMatrixXf a =
-        (patched_[static_cast<size_t>(stream.stream)] * cache.Keys().transpose()) * scale;
-    for (int64_t i = 0; i < a.rows(); ++i) {
-      auto row = a.row(i);
-      row = (row.array() - row.maxCoeff()).exp();
-      row /= row.sum();
+    const RowMatrixXf& patched = patched_[static_cast<size_t>(stream.stream)];
+    const RowMatrixXf keys = cache.Keys();
+    Eigen::RowVectorXf best = Eigen::RowVectorXf::Zero(cache.size());  // weights are >= 0
+    RowMatrixXf a;
+    for (int64_t begin = 0; begin < patched.rows(); begin += kTileRows) {
+      const int64_t rows = std::min(kTileRows, patched.rows() - begin);
+      a.noalias() = patched.middleRows(begin, rows) * keys.transpose();
+      for (int64_t i = 0; i < rows; ++i) {
+        auto row = a.row(i);
+        row *= scale;  // (q . k) * scale, as the whole-matrix product rounded it
+        row = (row.array() - row.maxCoeff()).exp();
+        row /= row.sum();
+      }
+      best = best.cwiseMax(a.colwise().maxCoeff());
     }
-    const Eigen::RowVectorXf best = a.colwise().maxCoeff();
     std::vector<double>& score = scores_[static_cast<size_t>(stream.stream)];
     for (int64_t slot = 0; slot < cache.size(); ++slot) {
       score[static_cast<size_t>(cache.Position(slot))] = best[slot];

@@ -15,6 +15,23 @@ namespace kvsim::sim {
 using policies::EvictionPolicy;
 using policies::StreamView;
 
+namespace {
+
+// out = weights x V over the cache's resident slots, reading each V row where it lies (the
+// trace's row or an owned one). A stream has few query rows (the GQA group), so one pass over
+// the slots with the rows' outputs in registers beats gathering V and packing it for a GEMM.
+void AccumulateWeightedValues(const RowMatrixXf& weights,
+                              const KvCache& cache,
+                              Eigen::Block<RowMatrixXf, Eigen::Dynamic, Eigen::Dynamic, true> out) {
+  out.setZero();
+  for (int64_t slot = 0; slot < cache.size(); ++slot) {
+    const Eigen::Map<const Eigen::RowVectorXf> v = cache.ValueRow(slot);
+    for (Eigen::Index i = 0; i < weights.rows(); ++i) out.row(i) += weights(i, slot) * v;
+  }
+}
+
+}  // namespace
+
 // State of one layer's replay: the caches, the views handed to the policy and the observer,
 // and the scratch matrices they point into.
 class LayerRun {
@@ -220,23 +237,45 @@ class LayerRun {
     const KvCache& cache = caches_[static_cast<size_t>(s)];
     StreamScratch& scratch = scratch_[static_cast<size_t>(s)];
     RowMatrixXf& a = attention_[static_cast<size_t>(s)];
-    if (in_.logits != nullptr) {
+    scratch.full_row =
+        in_.logits != nullptr && !scratch.masked && cache.IsSourcePrefix() && cache.size() == t + 1;
+    if (scratch.full_row) {  // the full cache itself: its weights as they are
+      a.resize(queries_per_stream_, cache.size());
+      for (int i = 0; i < queries_per_stream_; ++i) {
+        const std::span<const float> w = in_.logits->FullWeights(v.first_q_head + i, t);
+        std::copy(w.begin(), w.end(), a.row(i).data());
+      }
+      return;
+    }
+    if (in_.logits != nullptr && cache.IsSourcePrefix()) {
+      a.resize(queries_per_stream_, cache.size());
+      for (int i = 0; i < queries_per_stream_; ++i) {  // slot j = position j: the rows as they are
+        const float* logits = in_.logits->Logits(v.first_q_head + i, t).data();
+        std::copy(logits, logits + cache.size(), a.row(i).data());
+      }
+    } else if (in_.logits != nullptr) {
       a.resize(queries_per_stream_, cache.size());
       const std::span<const CacheEntry> entries = cache.entries();
+      std::vector<const float*>& logits = scratch.logit_rows;
+      logits.resize(static_cast<size_t>(queries_per_stream_));
+      scratch.query_rows.resize(queries_per_stream_, shape_.head_dim);
       for (int i = 0; i < queries_per_stream_; ++i) {
-        const int h = v.first_q_head + i;
-        const float* logits = in_.logits->Logits(h, t).data();
-        float* row = a.row(i).data();
-        if (cache.IsSourcePrefix()) {  // slot j = position j: the block's row as it is
-          std::copy(logits, logits + cache.size(), row);
-          continue;
-        }
-        for (int64_t slot = 0; slot < cache.size(); ++slot) {
-          row[slot] = cache.IsSourceView(slot)
-                          ? logits[entries[static_cast<size_t>(slot)].position]
-                          : cache.KeyRow(slot).dot(Eigen::Map<const Eigen::RowVectorXf>(
-                                layer_.queries.Row(h, t), shape_.head_dim)) *
-                                scale_;
+        logits[static_cast<size_t>(i)] = in_.logits->Logits(v.first_q_head + i, t).data();
+        scratch.query_rows.row(i) = Eigen::Map<const Eigen::RowVectorXf>(
+            layer_.queries.Row(v.first_q_head + i, t), shape_.head_dim);
+      }
+      // Slot-major, so a rewritten entry's key row is read once for the whole GQA group.
+      for (int64_t slot = 0; slot < cache.size(); ++slot) {
+        if (cache.IsSourceView(slot)) {
+          const auto position = static_cast<size_t>(entries[static_cast<size_t>(slot)].position);
+          for (int i = 0; i < queries_per_stream_; ++i) {
+            a(i, slot) = logits[static_cast<size_t>(i)][position];
+          }
+        } else {
+          const Eigen::Map<const Eigen::RowVectorXf> key = cache.KeyRow(slot);
+          for (int i = 0; i < queries_per_stream_; ++i) {
+            a(i, slot) = key.dot(scratch.query_rows.row(i)) * scale_;
+          }
         }
       }
     } else {
@@ -326,18 +365,26 @@ class LayerRun {
     ForEachStream([&](int s) {
       if (stale_[static_cast<size_t>(s)]) ComputeAttention(s, t);
       const KvCache& cache = caches_[static_cast<size_t>(s)];
-      auto out =
-          outputs_.middleRows(views_[static_cast<size_t>(s)].first_q_head, queries_per_stream_);
-      if (cache.IsSourcePrefix()) {  // resident V = the trace's first rows: no gather
-        out.noalias() = attention_[static_cast<size_t>(s)] * cache.SourceValues(cache.size());
-        return;
+      const int first_q_head = views_[static_cast<size_t>(s)].first_q_head;
+      auto out = outputs_.middleRows(first_q_head, queries_per_stream_);
+      const RowMatrixXf& a = attention_[static_cast<size_t>(s)];
+      if (scratch_[static_cast<size_t>(s)].full_row) {
+        for (int i = 0; i < queries_per_stream_; ++i) {
+          const std::span<const float> full = in_.logits->FullOutput(first_q_head + i, t);
+          std::copy(full.begin(), full.end(), out.row(i).data());
+        }
+      } else if (in_.logits != nullptr) {
+        AccumulateWeightedValues(a, cache, out);
+      } else if (cache.IsSourcePrefix()) {  // resident V = the trace's first rows: no gather
+        out.noalias() = a * cache.SourceValues(cache.size());
+      } else {
+        RowMatrixXf& values = scratch_[static_cast<size_t>(s)].values;
+        if (values.rows() < cache.size()) {
+          values.resize(std::max<int64_t>(cache.size(), 2 * values.rows()), shape_.head_dim);
+        }
+        for (int64_t slot = 0; slot < cache.size(); ++slot) values.row(slot) = cache.ValueRow(slot);
+        out.noalias() = a * values.topRows(cache.size());
       }
-      RowMatrixXf& values = scratch_[static_cast<size_t>(s)].values;
-      if (values.rows() < cache.size()) {
-        values.resize(std::max<int64_t>(cache.size(), 2 * values.rows()), shape_.head_dim);
-      }
-      for (int64_t slot = 0; slot < cache.size(); ++slot) values.row(slot) = cache.ValueRow(slot);
-      out.noalias() = attention_[static_cast<size_t>(s)] * values.topRows(cache.size());
     });
     for (int s = 0; s < num_streams_; ++s) {
       const KvCache& cache = caches_[static_cast<size_t>(s)];
@@ -399,10 +446,12 @@ class LayerRun {
   RowMatrixXf outputs_;
   // Per-stream scratch, reused across steps (streams compute in parallel).
   struct StreamScratch {
-    RowMatrixXf query_rows;     // the stream's queries of the step
-    RowMatrixXf values;         // resident V rows in slot order
-    std::vector<uint8_t> mask;  // EvictionPolicy::AttendMask, one per resident slot
-    bool masked = false;        // the policy masked this step
+    RowMatrixXf query_rows;                // the stream's queries of the step
+    std::vector<const float*> logit_rows;  // per query head of the stream: its shared logits
+    RowMatrixXf values;                    // resident V rows in slot order
+    std::vector<uint8_t> mask;             // EvictionPolicy::AttendMask, one per resident slot
+    bool masked = false;                   // the policy masked this step
+    bool full_row = false;                 // attention is the shared full-cache row (SharedLogits)
   };
   std::vector<StreamScratch> scratch_;
   std::vector<uint8_t> stale_;  // per stream: attention must be recomputed at measure

@@ -43,13 +43,19 @@ struct MeasureView {
 // Full-cache logits of one layer, computed once per block of decode steps and shared by every
 // cell that replays the layer in lockstep (analysis::FullAttentionStream). A replay given one
 // takes the logits of its pristine resident entries from it instead of recomputing q . k: the
-// same numbers, once per layer instead of once per cell.
+// same numbers, once per layer instead of once per cell. A stream whose cache still holds every
+// position [0, step] (IsSourcePrefix) and masks nothing attends exactly as the full cache does,
+// so it takes the full cache's weights and output as they are.
 class SharedLogits {
  public:
   virtual ~SharedLogits() = default;
   // q_t . k_j / sqrt(d) of query head `q_head` (layer-local) at decode step `step`, positions
-  // [0, step]. REQUIRES `step` inside the block the provider holds now.
+  // [0, step]. REQUIRES `step` inside the block the provider holds now (for all three).
   virtual std::span<const float> Logits(int q_head, int64_t step) const = 0;
+  // softmax of Logits(q_head, step): step + 1 weights.
+  virtual std::span<const float> FullWeights(int q_head, int64_t step) const = 0;
+  // FullWeights(q_head, step) x V[0, step]: head_dim floats.
+  virtual std::span<const float> FullOutput(int q_head, int64_t step) const = 0;
 };
 
 class ReplayObserver {
