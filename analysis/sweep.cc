@@ -160,7 +160,8 @@ SweepPlan ReadSweepFile(const std::filesystem::path& path) {
 void WriteSweepOutputs(const std::filesystem::path& dir,
                        const SweepPlan& plan,
                        const SweepResult& result,
-                       std::string_view command) {
+                       std::string_view command,
+                       const SweepRunInfo& run) {
   if (!std::filesystem::is_directory(dir)) {
     ThrowInputError("--out {}: not a directory (create it first)", dir.string());
   }
@@ -183,6 +184,12 @@ void WriteSweepOutputs(const std::filesystem::path& dir,
   meta["threads"] = plan.EffectiveThreads();
   meta["wall_seconds"] = result.wall_seconds;
   meta["command"] = std::string(command);
+  meta["ranks"] = run.ranks;
+  meta["cells_resumed"] = run.cells_resumed;
+  meta["failures"] = nlohmann::json::array();
+  for (const auto& [unit, error] : run.failures) {
+    meta["failures"].push_back({{"unit", unit}, {"error", error}});
+  }
   // CSV first: a failure there leaves neither file; the JSON is small and written last.
   result.table.WriteCsv(dir / "sweep.csv");
   WriteFileAtomically(dir / "sweep.json", meta.dump(2) + "\n");

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "analysis/result_table.h"
@@ -71,18 +72,39 @@ struct SweepResult {
   double wall_seconds = 0.0;
 };
 
+// The plan's cells: policy-major, then budget (the order of sweep.csv's rows for one trace).
+// Throws InputError for an unknown policy or invalid parameters.
+std::vector<CellKey> PlanCells(const SweepPlan& plan);
+
 // Replays every cell of `plan` on an in-memory trace named `trace_name` in the CSV.
 SweepResult RunSweepOnTrace(const SweepPlan& plan,
                             const traces::Trace& trace,
                             std::string_view trace_name);
 // Reads each plan trace (one at a time) and replays every cell on it.
 SweepResult RunSweep(const SweepPlan& plan);
+// Replays the cells [first_cell, first_cell + num_cells) of PlanCells(plan) on one trace file
+// (the unit of a distributed sweep, analysis/sweep_units.h). The rows equal those cells' rows in
+// RunSweep, bit for bit: cells do not interact.
+SweepResult RunSweepCells(const SweepPlan& plan,
+                          const std::string& trace_path,
+                          int first_cell,
+                          int num_cells);
+
+// How a sweep ran, beyond the plan: recorded in sweep.json. These fields (with `threads` and
+// `wall_seconds`) describe the run, not its results: they may differ between runs whose
+// sweep.csv is byte-identical.
+struct SweepRunInfo {
+  int ranks = 1;
+  int cells_resumed = 0;  // (trace, cell) pairs read back from the journal
+  std::vector<std::pair<std::string, std::string>> failures;  // (unit, error), --keep-going
+};
 
 // sweep.csv and sweep.json (analysis/RESULTS_FORMAT.md) in `dir`, each written atomically.
 void WriteSweepOutputs(const std::filesystem::path& dir,
                        const SweepPlan& plan,
                        const SweepResult& result,
-                       std::string_view command);
+                       std::string_view command,
+                       const SweepRunInfo& run = {});
 // memory.csv: one row per ledger sample, sorted by (step, layer, category).
 void WriteMemoryCsv(const std::filesystem::path& path, const sim::MemoryLedger& ledger);
 

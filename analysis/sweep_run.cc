@@ -113,9 +113,14 @@ ResultRow LayerRow(
   return row;
 }
 
+// Replays the plan's cells [first_cell, first_cell + num_cells) (PlanCells order) on one trace.
+// A cell's rows do not depend on which other cells run beside it (the shared full-cache pass and
+// prompt statistics are the same for all), so any split of the cells gives the same rows.
 SweepResult RunSweepOnLayers(const SweepPlan& plan,
                              LayerSource& source,
-                             std::string_view trace_name) {
+                             std::string_view trace_name,
+                             int first_cell,
+                             int num_cells) {
   const auto start = std::chrono::steady_clock::now();
   const traces::Trace& trace = source.trace();
   const int num_layers = trace.num_layers();
@@ -123,20 +128,18 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
   const int64_t total_len = trace.meta().total_len;
 
   SweepResult result;
-  for (const PolicySpec& spec : plan.policies) {
-    const std::string params = policies::CheckPolicy(spec.name, spec.params);
-    for (const sim::Budget& budget : plan.budgets) {
-      result.cells.push_back(CellKey{spec.name, params, budget});
-    }
-  }
-  const int num_cells = static_cast<int>(result.cells.size());
+  const std::vector<CellKey> plan_cells = PlanCells(plan);
+  KVSIM_ASSERT(first_cell >= 0 && num_cells >= 0 &&
+                   first_cell + num_cells <= static_cast<int>(plan_cells.size()),
+               "cells [{}, +{}) outside the plan's {}", first_cell, num_cells, plan_cells.size());
+  result.cells.assign(plan_cells.begin() + first_cell, plan_cells.begin() + first_cell + num_cells);
   // Full-precision K/V bytes of one token over every layer and stream (bytes budgets).
   const int64_t bytes_per_token =
       trace.shape().KvBytesPerTokenPerHead() * num_layers *
       (plan.options.gqa_mode == sim::GqaMode::kQueryHead ? trace.shape().q_heads
                                                          : trace.shape().kv_heads);
   const auto spec_of = [&](int cell) -> const PolicySpec& {
-    return plan.policies[static_cast<size_t>(cell) / plan.budgets.size()];
+    return plan.policies[static_cast<size_t>(first_cell + cell) / plan.budgets.size()];
   };
 
   // instances[cell][layer], budgets[cell][layer], outcomes[cell][layer]: preassigned slots.
@@ -319,11 +322,31 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
 
 }  // namespace
 
+std::vector<CellKey> PlanCells(const SweepPlan& plan) {
+  std::vector<CellKey> cells;
+  for (const PolicySpec& spec : plan.policies) {
+    const std::string params = policies::CheckPolicy(spec.name, spec.params);
+    for (const sim::Budget& budget : plan.budgets) {
+      cells.push_back(CellKey{spec.name, params, budget});
+    }
+  }
+  return cells;
+}
+
 SweepResult RunSweepOnTrace(const SweepPlan& plan,
                             const traces::Trace& trace,
                             std::string_view trace_name) {
   InMemoryLayers source(trace);
-  return RunSweepOnLayers(plan, source, trace_name);
+  return RunSweepOnLayers(plan, source, trace_name, 0, static_cast<int>(PlanCells(plan).size()));
+}
+
+SweepResult RunSweepCells(const SweepPlan& plan,
+                          const std::string& trace_path,
+                          int first_cell,
+                          int num_cells) {
+  FileLayers source(trace_path);
+  return RunSweepOnLayers(plan, source, std::filesystem::path(trace_path).filename().string(),
+                          first_cell, num_cells);
 }
 
 SweepResult RunSweep(const SweepPlan& plan) {
@@ -331,9 +354,7 @@ SweepResult RunSweep(const SweepPlan& plan) {
   const auto start = std::chrono::steady_clock::now();
   SweepResult result;
   for (const std::string& path : plan.traces) {
-    FileLayers source(path);
-    SweepResult one =
-        RunSweepOnLayers(plan, source, std::filesystem::path(path).filename().string());
+    SweepResult one = RunSweepCells(plan, path, 0, static_cast<int>(PlanCells(plan).size()));
     result.table.Append(one.table);
     result.cells = one.cells;
     for (sim::MemoryLedger& ledger : one.ledgers) result.ledgers.push_back(std::move(ledger));

@@ -4,15 +4,21 @@
 // --threads.
 #include <fmt/core.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "analysis/distributed_sweep.h"
 #include "analysis/sweep.h"
+#include "analysis/unit_executor.h"
 #include "apps/command.h"
 #include "common/error.h"
 #include "policies/registry.h"
 #include "sim/budget.h"
 #include "traces/trace_io.h"
+#ifdef KVSIM_HAVE_MPI
+#include "analysis/mpi/mpi_executor.h"
+#endif
 
 namespace kvsim::apps {
 namespace {
@@ -30,6 +36,8 @@ struct SweepArgs {
   int64_t prefill_block = -1;
   int threads = -1;
   bool exact_logits = false;
+  bool keep_going = false;
+  int cells_per_unit = 0;
   std::string out;
 };
 
@@ -51,6 +59,8 @@ std::string CommandLine(const SweepArgs& args) {
   if (args.prefill_block >= 0) add("--prefill-block", std::to_string(args.prefill_block));
   if (args.threads >= 0) add("--threads", std::to_string(args.threads));
   if (args.exact_logits) line += " --exact-logits";
+  if (args.keep_going) line += " --keep-going";
+  if (args.cells_per_unit > 0) add("--cells-per-unit", std::to_string(args.cells_per_unit));
   add("--out", args.out);
   return line;
 }
@@ -60,7 +70,11 @@ std::string CommandLine(const SweepArgs& args) {
 std::vector<std::string> ApplicablePolicies(const std::vector<std::string>& traces) {
   bool all_have_gate_flags = !traces.empty();
   for (const std::string& path : traces) {
-    all_have_gate_flags = all_have_gate_flags && traces::TraceReader(path).has_gate_flags();
+    try {
+      all_have_gate_flags = all_have_gate_flags && traces::TraceReader(path).has_gate_flags();
+    } catch (const InputError&) {
+      all_have_gate_flags = false;  // the unit of an unreadable trace reports why
+    }
   }
   std::vector<std::string> names;
   for (const std::string& name : policies::PolicyNames()) {
@@ -77,6 +91,7 @@ void RunSweepCommand(const SweepArgs& args) {
   analysis::SweepPlan plan;
   if (!args.config.empty()) plan = analysis::ReadSweepFile(args.config);
   plan.traces.insert(plan.traces.end(), args.traces.begin(), args.traces.end());
+  plan.traces = analysis::ExpandTraceArguments(plan.traces);
   for (const std::string& name : args.policies) {
     if (name == "all") {
       for (const std::string& registered : ApplicablePolicies(plan.traces)) {
@@ -115,14 +130,53 @@ void RunSweepCommand(const SweepArgs& args) {
   plan.share_logits = !args.exact_logits;
   plan.progress = true;
   plan.Validate();
-  if (!std::filesystem::is_directory(args.out)) {
-    ThrowInputError("--out '{}' is not a directory (create it first)", args.out);
+  if (args.cells_per_unit < 0) {
+    ThrowInputError("--cells-per-unit {} is not valid: expected >= 1 (or 0 = automatic)",
+                    args.cells_per_unit);
   }
-  const analysis::SweepResult result = analysis::RunSweep(plan);
-  analysis::WriteSweepOutputs(args.out, plan, result, CommandLine(args));
-  fmt::print("{} rows ({} cells) in {:.2f} s -> {}/sweep.csv, sweep.json\n",
-             result.table.rows().size(), result.cells.size() * plan.traces.size(),
-             result.wall_seconds, args.out);
+
+  std::unique_ptr<analysis::UnitExecutor> executor;
+#ifdef KVSIM_HAVE_MPI
+  if (analysis::MpiExecutor::LaunchedByMpi()) executor = std::make_unique<analysis::MpiExecutor>();
+#endif
+  if (!executor) executor = std::make_unique<analysis::LocalExecutor>();
+  if (executor->rank() == 0)
+    plan.progress = executor->ranks() == 1;
+  else
+    plan.progress = false;
+  analysis::DistributedSweepOptions options{.out_dir = args.out,
+                                            .command = CommandLine(args),
+                                            .keep_going = args.keep_going,
+                                            .cells_per_unit = args.cells_per_unit};
+  analysis::DistributedSweepReport report;
+  try {
+    if (executor->rank() == 0 && !std::filesystem::is_directory(args.out)) {
+      ThrowInputError("--out '{}' is not a directory (create it first)", args.out);
+    }
+    report = analysis::RunDistributedSweep(plan, options, *executor);
+  } catch (const std::exception& e) {
+    if (executor->ranks() > 1) {  // say why here: MPI_Abort ends this process too
+      const bool internal = dynamic_cast<const InternalError*>(&e) != nullptr;
+      fmt::print(stderr, "kvsim: {}{}\n", internal ? "" : "error: ", e.what());
+      executor->Abort(internal ? 3 : 2);
+    }
+    throw;
+  }
+  if (report.wrote_outputs) {
+    fmt::print(
+        "{} cells ({} from the journal) in {:.2f} s on {} rank(s) -> {}/sweep.csv, "
+        "sweep.json\n",
+        report.cells_total, report.cells_resumed, report.wall_seconds, executor->ranks(), args.out);
+    if (report.units_run > 0) {
+      fmt::print(
+          "units: {} run, {:.3f} units/s; results {:.1f} KiB per unit ({:.1f} KiB from "
+          "other ranks in all); rank 0 spent {:.2f} ms per unit decoding and journaling\n",
+          report.units_run, report.units_run / report.wall_seconds,
+          static_cast<double>(report.bytes_of_results) / 1024.0 / report.units_run,
+          static_cast<double>(report.bytes_received) / 1024.0,
+          1e3 * report.gather_seconds / report.units_run);
+    }
+  }
 }
 
 }  // namespace
@@ -132,7 +186,8 @@ void RegisterSweepCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "sweep", "Replay policies x budgets x traces; write tidy sweep.csv + sweep.json.");
   cmd->add_option("--config", args->config, "sweep file (TOML); flags add to / override it");
-  cmd->add_option("--trace", args->traces, "trace file (repeatable)");
+  cmd->add_option("--trace", args->traces,
+                  "trace file, glob ('data/*.h5') or list file (one path per line); repeatable");
   cmd->add_option("--policy", args->policies,
                   "policy name (repeatable); `all` = every registered policy");
   cmd->add_option("--budget", args->budgets, "budget: 256 or 0.25p (repeatable)");
@@ -150,7 +205,16 @@ void RegisterSweepCommand(CLI::App& app) {
                 "each cell computes q.k over its own resident keys, as kvsim 0.1 did (slower), "
                 "instead of taking them from the shared full-cache block: a tie between pooled "
                 "scores then breaks as it did");
-  cmd->add_option("--out", args->out, "output directory (must exist)")->required();
+  cmd->add_flag("--keep-going", args->keep_going,
+                "a unit that fails (a corrupt trace) is recorded in sweep.json and the rest "
+                "finishes; the exit status is still 2");
+  cmd->add_option("--cells-per-unit", args->cells_per_unit,
+                  "cells (policy x budget) per unit of work; 0 = automatic (one unit per trace "
+                  "on one process, about 4 units per MPI rank)");
+  cmd->add_option("--out", args->out,
+                  "output directory (must exist); its sweep.journal/ lets a re-run of the same "
+                  "command resume")
+      ->required();
   cmd->callback([args] { RunSweepCommand(*args); });
 }
 

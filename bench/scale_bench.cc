@@ -5,7 +5,8 @@
 // (fork + exec, rusage of the child) so the same bench measures any build, e.g. an older one:
 //   kvsim_scale_bench --kvsim build/kvsim --cases i,ii --workdir /tmp/kvsim-scale
 // Cases (traces are generated once into --workdir and reused):
-//   i    2 layers, 2048 prompt + 128 decode: full, h2o@512, and a 12-cell sweep
+//   i    2 layers, 2048 prompt + 128 decode: full, h2o@512, a 12-cell sweep and every policy x 8
+//        budgets
 //   ii   1 layer, 32768 + 4096: streaming@1024; and 32768 + 8192 to show RSS does not grow
 //   iii  4 layers, 8192 + 8192 (a reasoning-length decode): full and h2o@1024
 //   iv   32 layers, 32768 + 2048: every policy x 8 budgets (after `kvsim stats`); hours here
@@ -210,6 +211,11 @@ class Bench {
                 Sweep(t, {"streaming", "h2o", "tova", "snapkv"}, {"128", "256", "512"}),
                 full + stats - saved);
     fmt::print("{:<6} sweep (12 cells) / one full replay: {:.2f}\n", "i", sweep.wall / one.wall);
+    const RunStats all = Measure(
+        "i", "sweep all x 8 budgets",
+        Sweep(t, {"all"}, {"64", "128", "256", "512", "1024", "0.25p", "0.5p", "0.75p"}),
+        full + stats - saved);
+    fmt::print("{:<6} sweep (all x 8) / one full replay: {:.2f}\n", "i", all.wall / one.wall);
   }
 
   void CaseII() {

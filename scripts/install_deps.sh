@@ -19,6 +19,7 @@ packages=(
   python3 python3-h5py python3-numpy  # interop tests: traces written/read by plain h5py
   clang-format
   ccache                 # compiler cache: rebuilds and the sanitizer pass reuse objects
+  libopenmpi-dev openmpi-bin  # MPI sweeps (optional at build time; the tests run mpirun)
 )
 
 missing=()
