@@ -137,6 +137,13 @@ std::vector<std::string> ExpandTraceArguments(const std::vector<std::string>& ar
       ThrowInputError("--trace {}: a list file (not HDF5) that names no trace", argument);
     }
   }
+  // A shell-expanded `--trace dir/*.h5` brings each trace's prompt-statistics sidecar along.
+  const std::set<std::string> given(traces.begin(), traces.end());
+  std::erase_if(traces, [&](const std::string& path) {
+    constexpr std::string_view kSidecar = ".stats.h5";
+    return path.ends_with(kSidecar) &&
+           given.contains(path.substr(0, path.size() - kSidecar.size()));
+  });
   return traces;
 }
 

@@ -57,8 +57,9 @@ DistributedSweepReport RunDistributedSweep(const SweepPlan& plan,
 // Expands --trace arguments: a glob (*, ?, [) to its matches, sorted, without prompt-statistics
 // sidecars (*.stats.h5); a list file (text, one
 // path or glob per line, '#' comments, relative to the list's directory) to its entries; an
-// HDF5 file (or anything else) stays as it is. Throws InputError for a glob that matches nothing
-// or a list that names none.
+// HDF5 file (or anything else) stays as it is. A sidecar given beside its trace (a shell's
+// expansion of dir/*.h5) is dropped. Throws InputError for a glob that matches nothing or a list
+// that names none.
 std::vector<std::string> ExpandTraceArguments(const std::vector<std::string>& arguments);
 
 }  // namespace kvsim::analysis

@@ -93,6 +93,18 @@ MpiExecutor::~MpiExecutor() {
 void MpiExecutor::Abort(int code) {
   std::fflush(stdout);
   std::fflush(stderr);
+  if (rank_ == 0 && !running_) {
+    // Nothing was dealt yet (bad input found by rank 0): every other rank is waiting for its
+    // first task. Tell each to stop, so the job ends with `code` and without MPI_Abort's noise.
+    for (int rank = 1; rank < ranks_; ++rank) {
+      MPI_Status status;
+      MPI_Probe(rank, kTagReady, MPI_COMM_WORLD, &status);
+      ReceiveProbed(status);
+      SendText("-1\n", rank, kTagTask);
+    }
+    MPI_Finalize();
+    std::exit(code);
+  }
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
 }
@@ -101,6 +113,7 @@ void MpiExecutor::Run(std::span<const std::string> tasks,
                       const RunUnit& run,
                       const UnitDone& done,
                       const DescribeUnit& describe) {
+  running_ = true;
   if (rank_ == 0) {
     Coordinate(tasks, run, done, describe);
   } else {

@@ -33,7 +33,8 @@ class MpiExecutor final : public UnitExecutor {
            const UnitDone& done,
            const DescribeUnit& describe) override;
   int64_t bytes_received() const override { return bytes_received_; }
-  // Ends every rank of the job with `code` (after rank 0 has printed why).
+  // Ends every rank of the job with `code` (after rank 0 has printed why): before Run, by
+  // telling the waiting ranks to stop; during Run, by MPI_Abort.
   [[noreturn]] void Abort(int code) override;
 
  private:
@@ -45,6 +46,7 @@ class MpiExecutor final : public UnitExecutor {
 
   int rank_ = 0;
   int ranks_ = 1;
+  bool running_ = false;  // Run was called: units may be in flight
   int64_t bytes_received_ = 0;
   struct LocalWorker;
   std::unique_ptr<LocalWorker> local_;

@@ -243,7 +243,9 @@ TEST(DistributedSweep, ExpandsGlobsAndListFiles) {
   TempDir dir;
   const std::string b = WriteTrace(dir, "b.h5", 2);
   const std::string a = WriteTrace(dir, "a.h5", 1);
-  { std::ofstream(dir.File("a.h5.stats.h5")) << "sidecar"; }
+  {  // a sidecar is HDF5: its signature, then anything
+    std::ofstream(dir.File("a.h5.stats.h5"), std::ios::binary) << "\x89HDF\r\n\x1a\nsidecar";
+  }
   EXPECT_EQ(ExpandTraceArguments({dir.File("*.h5")}), (std::vector<std::string>{a, b}));
   std::filesystem::create_directory(dir.path() / "lists");
   {
@@ -257,6 +259,9 @@ TEST(DistributedSweep, ExpandsGlobsAndListFiles) {
   EXPECT_EQ(listed[1], a);
   EXPECT_TRUE(std::filesystem::equivalent(listed[2], a));
   EXPECT_EQ(ExpandTraceArguments({a}), std::vector<std::string>{a});
+  // As a shell expands dir/*.h5: the sidecar goes, a lone sidecar stays (and fails as a trace).
+  EXPECT_EQ(ExpandTraceArguments({a, a + ".stats.h5", b}), (std::vector<std::string>{a, b}));
+  EXPECT_EQ(ExpandTraceArguments({a + ".stats.h5"}), std::vector<std::string>{a + ".stats.h5"});
   EXPECT_THROW(ExpandTraceArguments({dir.File("*.nothing")}), InputError);
   { std::ofstream(dir.File("empty.txt")) << "# nothing\n"; }
   EXPECT_THROW(ExpandTraceArguments({dir.File("empty.txt")}), InputError);
