@@ -16,6 +16,7 @@
 #include "analysis/sweep_units.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/json_text.h"
 
 namespace kvsim::analysis {
 namespace {
@@ -234,7 +235,7 @@ DistributedSweepReport RunDistributedSweep(const SweepPlan& plan,
   std::vector<std::string> tasks;
   std::vector<int> task_units;
   for (const int u : LongestFirst(units)) {
-    tasks.push_back(Task(plan, units[static_cast<size_t>(u)]).dump());
+    tasks.push_back(JsonText(Task(plan, units[static_cast<size_t>(u)])));
     task_units.push_back(u);
   }
   const auto unit_of = [&](int task) -> const SweepUnit& {

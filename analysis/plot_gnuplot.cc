@@ -138,7 +138,7 @@ void RenderFigure(const GnuplotFigure& figure, const std::filesystem::path& out_
   const int status = RunGnuplot(gnuplot, staging.path(), script_name, log);
   if (status != 0) {
     std::string log_text;
-    if (std::filesystem::exists(log, ec)) log_text = ReadFileToString(log);
+    if (std::filesystem::exists(log, ec)) log_text = ReadStateFile(log);
     if (log_text.size() > 2000) log_text = "..." + log_text.substr(log_text.size() - 2000);
     ThrowInputError(
         "gnuplot ({}) failed drawing figure '{}' (exit status {}); no image written. "

@@ -12,6 +12,7 @@
 #include "analysis/plot.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/json_text.h"
 #include "common/version.h"
 
 namespace kvsim::analysis {
@@ -105,7 +106,7 @@ std::string JsonValueText(const nlohmann::json& value) {
     for (const auto& item : value) items.push_back(JsonValueText(item));
     return fmt::format("{}", fmt::join(items, ", "));
   }
-  return value.dump();
+  return JsonText(value);
 }
 
 std::string MetadataTable(const std::filesystem::path& path) {

@@ -17,6 +17,7 @@
 #include "analysis/csv.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/json_text.h"
 #include "common/progress.h"
 #include "common/version.h"
 #include "policies/registry.h"
@@ -192,7 +193,7 @@ void WriteSweepOutputs(const std::filesystem::path& dir,
   }
   // CSV first: a failure there leaves neither file; the JSON is small and written last.
   result.table.WriteCsv(dir / "sweep.csv");
-  WriteFileAtomically(dir / "sweep.json", meta.dump(2) + "\n");
+  WriteFileAtomically(dir / "sweep.json", JsonText(meta, 2) + "\n");
 }
 
 void WriteMemoryCsv(const std::filesystem::path& path, const sim::MemoryLedger& ledger) {

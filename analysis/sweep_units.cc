@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/json_text.h"
 #include "common/version.h"
 #include "traces/trace_io.h"
 
@@ -106,7 +107,7 @@ std::string FirstDifference(const nlohmann::json& was, const nlohmann::json& now
   for (const auto& [key, value] : now.items()) {
     if (!was.contains(key)) return fmt::format("'{}' is new", key);
     if (was[key] != value) {
-      return fmt::format("'{}': {} then, {} now", key, was[key].dump(), value.dump());
+      return fmt::format("'{}': {} then, {} now", key, JsonText(was[key]), JsonText(value));
     }
   }
   return "an entry of the journal's plan is no longer there";
@@ -179,7 +180,7 @@ std::string EncodeUnitRows(const SweepUnit& unit, const std::vector<ResultRow>& 
                                  {"trace", unit.trace},
                                  {"first_cell", unit.first_cell},
                                  {"cells", std::move(cells)}};
-  return record.dump() + "\n";
+  return JsonText(record) + "\n";
 }
 
 FinishedCells DecodeUnitRows(std::string_view text, const std::string& what) {
@@ -260,14 +261,15 @@ SweepJournal::SweepJournal(const std::filesystem::path& out_dir, const nlohmann:
   if (std::filesystem::exists(plan)) {
     nlohmann::json was;
     try {
-      was = nlohmann::json::parse(ReadFileToString(plan));
+      was = nlohmann::json::parse(ReadStateFile(plan));
     } catch (const nlohmann::json::exception& e) {
       ThrowInputError("{}: not valid JSON ({}); delete {} to start the sweep afresh", plan.string(),
                       e.what(), dir_.string());
     }
-    CheckSameInputs(was, fingerprint);
+    // As written: a path that is not UTF-8 was stored with U+FFFD in place of its bad bytes.
+    CheckSameInputs(was, nlohmann::json::parse(JsonText(fingerprint)));
   }
-  WriteFileAtomically(plan, fingerprint.dump(2) + "\n");
+  WriteFileAtomically(plan, JsonText(fingerprint, 2) + "\n");
 }
 
 // Everything but the traces' identities must be equal. A trace may have changed only if no cell
@@ -317,7 +319,7 @@ FinishedCells SweepJournal::Load() const {
   }
   std::sort(files.begin(), files.end());
   for (const std::filesystem::path& file : files) {
-    FinishedCells cells = DecodeUnitRows(ReadFileToString(file), file.string());
+    FinishedCells cells = DecodeUnitRows(ReadStateFile(file), file.string());
     finished.merge(cells);
   }
   return finished;

@@ -142,7 +142,9 @@ void RegisterCaptureCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--top-p", args->top_p, "nucleus sampling threshold in (0, 1]")
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "sampling seed")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--prefill-block", args->prefill_block,
                   "prompt positions per prefill step (0 = whole prompt)")
       ->capture_default_str();

@@ -206,7 +206,9 @@ void RegisterClosedLoopCommand(CLI::App& app) {
       ->required();
   cmd->add_option("--regime", args->regime, "bounded (every step) or prefill (compress once)")
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "base seed (random policies)")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "base seed (random policies)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--csv", args->csv, "write per-step rows (closed_loop.csv format) here");
   cmd->callback([args] { RunClosedLoopCommand(*args); });
 }

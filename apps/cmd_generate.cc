@@ -68,7 +68,9 @@ void RegisterGenerateCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--top-p", args->top_p, "nucleus sampling threshold in (0, 1]")
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "sampling seed")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--ids", args->ids, "also print the token ids (prompt included)");
   cmd->callback([args] { RunGenerate(*args); });
 }

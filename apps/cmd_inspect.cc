@@ -11,6 +11,7 @@
 
 #include "apps/command.h"
 #include "common/atomic_file.h"
+#include "common/json_text.h"
 #include "common/softmax.h"
 #include "traces/trace_io.h"
 
@@ -110,7 +111,7 @@ std::string Inspect(const std::string& path, bool json) {
                         {"mean_sink_mass", stats[l].sink_mass}});
     }
     j["layers"] = layers;
-    return j.dump(2) + "\n";
+    return JsonText(j, 2) + "\n";
   }
   std::string out = fmt::format("trace:      {}\n", path);
   out += fmt::format(

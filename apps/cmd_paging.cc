@@ -86,6 +86,14 @@ void Run(const PagingArgs& args) {
     }
     streams = std::move(chosen);
   }
+  int64_t total_requests = 0;
+  for (const auto& seq : streams) total_requests += seq.requests();
+  if (total_requests == 0) {
+    ThrowInputError(
+        "{}: no page requests to replay (a trace without decode steps, or an empty request "
+        "file): paging needs at least one decode step",
+        args.input);
+  }
   options.cache_sizes = args.cache_sizes.empty() ? DefaultCacheSizes(streams) : args.cache_sizes;
 
   const paging::ExperimentResult result = paging::RunExperiment(streams, options);
@@ -135,8 +143,12 @@ void RegisterPagingCommand(CLI::App& app) {
   cmd->add_option("--error-rates", args->error_rates,
                   "bit-flip probabilities for the prediction sweep, e.g. 0,0.1,0.2")
       ->delimiter(',');
-  cmd->add_option("--seeds", args->seeds, "corruption seeds per error rate")->capture_default_str();
-  cmd->add_option("--seed", args->seed, "base seed (rmarker, corruption)")->capture_default_str();
+  cmd->add_option("--seeds", args->seeds, "corruption seeds per error rate")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  cmd->add_option("--seed", args->seed, "base seed (rmarker, corruption)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--stream", args->stream_names, "only these streams (repeatable)");
   cmd->add_option("--rule", args->rule, "request rule when INPUT is a trace (see `requests`)")
       ->capture_default_str();

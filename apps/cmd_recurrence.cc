@@ -180,7 +180,9 @@ void RegisterRecurrenceCommand(CLI::App& app) {
   cmd->add_option("--regime", args->regime, "bounded or prefill")->capture_default_str();
   cmd->add_option("--gqa", args->gqa, "kv-head or query-head")->capture_default_str();
   cmd->add_option("--evict", args->evict, "after-attend or before-attend")->capture_default_str();
-  cmd->add_option("--seed", args->seed, "base seed of the policies")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "base seed of the policies")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([args] { Run(*args); });
 }
 

@@ -91,11 +91,14 @@ void RegisterReplayCommand(CLI::App& app) {
   cmd->add_option("--gqa", args->gqa, "kv-head (group mean) or query-head (repeat_kv)")
       ->capture_default_str();
   cmd->add_option("--evict", args->evict, "after-attend or before-attend")->capture_default_str();
-  cmd->add_option("--seed", args->seed, "base seed (random policies)")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "base seed (random policies)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--prefill-block", args->prefill_block,
                   "prefill in blocks of N tokens, evicting after each (EpiCache); 0 = whole prompt")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores")
+      ->check(CLI::Range(0, 4096))
       ->capture_default_str();
   cmd->add_flag("--exact-logits", args->exact_logits,
                 "each cell computes q.k over its own resident keys, as kvsim 0.1 did (slower), "

@@ -195,12 +195,13 @@ void RegisterSweepCommand(CLI::App& app) {
   cmd->add_option("--regime", args->regime, "bounded (default) or prefill");
   cmd->add_option("--gqa", args->gqa, "kv-head (default) or query-head");
   cmd->add_option("--evict", args->evict, "after-attend (default) or before-attend");
-  cmd->add_option("--seed", args->seed, "base seed (default 0)");
+  cmd->add_option("--seed", args->seed, "base seed (default 0)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--prefill-block", args->prefill_block,
                   "prefill in blocks of N tokens, evicting after each (EpiCache); default whole "
                   "prompt")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores (default)");
+  cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores (default)")
+      ->check(CLI::Range(0, 4096));
   cmd->add_flag("--exact-logits", args->exact_logits,
                 "each cell computes q.k over its own resident keys, as kvsim 0.1 did (slower), "
                 "instead of taking them from the shared full-cache block: a tie between pooled "

@@ -140,14 +140,15 @@ void RegisterSynthCommand(CLI::App& app) {
   cmd->add_option("--scenario", args->scenario,
                   fmt::format("structure preset: {} (default mixed)",
                               fmt::join(synthetic::ScenarioNames(), ", ")));
-  cmd->add_option("--seed", args->seed, "random seed (default 1)");
+  cmd->add_option("--seed", args->seed, "random seed (default 1)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-o,--output", args->output, "output trace file (HDF5)")->required();
   cmd->add_option("--dtype", args->dtype, "on-disk storage: float16 (default) or float32");
   cmd->add_option("--compression-level", args->compression_level,
                   "0 (default): no compression, disk speed; 1-9: shuffle + gzip at that level, "
                   "~13% smaller, several times slower");
   cmd->add_option("--threads", args->threads,
-                  "generator threads (default 0: all); the trace is the same for any count");
+                  "generator threads (default 0: all); the trace is the same for any count")
+      ->check(CLI::Range(0, 4096));
 
   using P = synthetic::SynthParams;
   AddKnob(cmd, *args, "--noise", &P::noise, "std of unstructured logits");

@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "apps/command.h"
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/version.h"
 
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   // re-touching the same buffers. Keep large blocks on the heap and the heap's top mapped.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  kvsim::ProtectInputFiles(true);  // `-o` naming an input file fails instead of replacing it
   CLI::App app{
       "kvsim: replay LLM attention traces against budgeted KV caches and measure what eviction "
       "policies lose.",
@@ -27,7 +29,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version end here with status 0; a usage error (unknown flag, bad value)
+    // exits 2, like every other bad input.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const kvsim::InputError& e) {
     fmt::print(stderr, "kvsim: error: {}\n", e.what());
     return 2;

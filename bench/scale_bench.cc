@@ -211,10 +211,10 @@ class Bench {
                 Sweep(t, {"streaming", "h2o", "tova", "snapkv"}, {"128", "256", "512"}),
                 full + stats - saved);
     fmt::print("{:<6} sweep (12 cells) / one full replay: {:.2f}\n", "i", sweep.wall / one.wall);
-    const RunStats all = Measure(
-        "i", "sweep all x 8 budgets",
-        Sweep(t, {"all"}, {"64", "128", "256", "512", "1024", "0.25p", "0.5p", "0.75p"}),
-        full + stats - saved);
+    const RunStats all =
+        Measure("i", "sweep all x 8 budgets",
+                Sweep(t, {"all"}, {"64", "128", "256", "512", "1024", "0.25p", "0.5p", "0.75p"}),
+                full + stats - saved);
     fmt::print("{:<6} sweep (all x 8) / one full replay: {:.2f}\n", "i", all.wall / one.wall);
   }
 

@@ -2,15 +2,59 @@
 
 #include <unistd.h>
 
+#include <mutex>
 #include <sstream>
 #include <system_error>
+#include <vector>
 
 #include "common/error.h"
 
 namespace kvsim {
 
+namespace {
+
+struct InputFiles {
+  std::mutex mutex;
+  bool protect = false;
+  std::vector<std::filesystem::path> paths;
+};
+
+InputFiles& Inputs() {
+  static InputFiles inputs;
+  return inputs;
+}
+
+// Throws if `output` is one of this command's input files.
+void CheckNotAnInput(const std::filesystem::path& output) {
+  InputFiles& inputs = Inputs();
+  std::lock_guard lock(inputs.mutex);
+  if (!inputs.protect) return;
+  for (const std::filesystem::path& input : inputs.paths) {
+    std::error_code ec;
+    if (std::filesystem::equivalent(output, input, ec) && !ec) {
+      ThrowInputError(
+          "{}: this output is also an input of the command ({}); writing it would destroy the "
+          "input: choose another output path",
+          output.string(), input.string());
+    }
+  }
+}
+
+}  // namespace
+
+void ProtectInputFiles(bool on) {
+  std::lock_guard lock(Inputs().mutex);
+  Inputs().protect = on;
+}
+
+void RegisterInputFile(const std::filesystem::path& path) {
+  std::lock_guard lock(Inputs().mutex);
+  if (Inputs().protect) Inputs().paths.push_back(path);
+}
+
 AtomicPath::AtomicPath(std::filesystem::path final_path) : final_path_(std::move(final_path)) {
   if (final_path_.empty()) ThrowInputError("output path is empty: expected a file name");
+  CheckNotAnInput(final_path_);
   const auto parent =
       final_path_.has_parent_path() ? final_path_.parent_path() : std::filesystem::path(".");
   std::error_code ec;
@@ -58,6 +102,11 @@ void WriteFileAtomically(const std::filesystem::path& path, const std::string& c
 }
 
 std::string ReadFileToString(const std::filesystem::path& path) {
+  RegisterInputFile(path);
+  return ReadStateFile(path);
+}
+
+std::string ReadStateFile(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) ThrowInputError("{}: cannot open for reading", path.string());
   std::ostringstream ss;

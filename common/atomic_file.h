@@ -44,7 +44,18 @@ class AtomicTextFile {
 // Writes `contents` to `path` atomically.
 void WriteFileAtomically(const std::filesystem::path& path, const std::string& contents);
 
-// Reads a whole file; throws InputError naming the path if it cannot be read.
+// Reads a whole input file (RegisterInputFile); throws InputError naming the path if it cannot
+// be read.
 std::string ReadFileToString(const std::filesystem::path& path);
+// Reads a file this process also writes (a journal, a log): not registered as an input.
+std::string ReadStateFile(const std::filesystem::path& path);
+
+// Output == input protection. The CLI (one command per process) turns it on; readers of user
+// inputs (traces, models, request files, CSVs, configs) register their paths; an AtomicPath whose
+// final path is the same file as a registered input (same device and inode, whatever the
+// spelling) throws InputError instead of replacing the input. Off by default, so library users
+// and tests that rewrite a file they read are not affected. Thread-safe.
+void ProtectInputFiles(bool on);
+void RegisterInputFile(const std::filesystem::path& path);
 
 }  // namespace kvsim

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 namespace kvsim::models {
@@ -237,6 +238,7 @@ void DequantizeQ8_0(const uint8_t* blocks, int64_t n, float* out) {
 }
 
 GgufFile::GgufFile(const std::string& path) : path_(path) {
+  RegisterInputFile(path);
   HeaderReader r(path);
   const uint32_t magic = r.Read<uint32_t>("the magic");
   if (magic != 0x46554747u) {  // "GGUF" little-endian

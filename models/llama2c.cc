@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 namespace kvsim::models {
 
 LlamaWeights LoadLlama2cCheckpoint(const std::string& path) {
+  RegisterInputFile(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) ThrowInputError("{}: cannot open llama2.c checkpoint", path);
   int32_t header[7];

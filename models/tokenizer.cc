@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 namespace kvsim::models {
@@ -188,6 +189,7 @@ std::string Tokenizer::TokenText(int32_t token) const {
 }
 
 Tokenizer LoadLlama2cTokenizer(const std::string& path, int32_t vocab_size) {
+  RegisterInputFile(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) ThrowInputError("{}: cannot open llama2.c tokenizer file", path);
   auto read = [&](void* dst, size_t bytes, std::string_view what, int32_t index) {

@@ -72,8 +72,11 @@ std::vector<int64_t> D2oLayerBudgets(std::span<const double> density,
   for (size_t l : compressed) {
     const double softmax = std::exp(-density[l] - max_neg) / norm;
     const double ratio = std::clamp(softmax * count * rho, 0.01, 1.0);
-    sizes[l] = static_cast<int64_t>(std::floor(n1 * ratio * (1.0 - recent_share))) +
-               static_cast<int64_t>(std::floor(n1 * ratio * recent_share));
+    // At least one token per layer (budget >= 1 leaves room for it in the sum): a layer whose
+    // share rounds to 0 would have nothing to attend when eviction runs before attention.
+    sizes[l] =
+        std::max<int64_t>(1, static_cast<int64_t>(std::floor(n1 * ratio * (1.0 - recent_share))) +
+                                 static_cast<int64_t>(std::floor(n1 * ratio * recent_share)));
     total += sizes[l];
   }
   const int64_t limit = static_cast<int64_t>(compressed.size()) * budget;

@@ -235,6 +235,8 @@ class LayerRun {
   void ComputeAttention(int s, int64_t t) {
     const StreamView& v = views_[static_cast<size_t>(s)];
     const KvCache& cache = caches_[static_cast<size_t>(s)];
+    KVSIM_ASSERT(cache.size() > 0, "policy {} left stream {} of layer {} empty at step {}",
+                 policy_.Name(), s, in_.layer, t);
     StreamScratch& scratch = scratch_[static_cast<size_t>(s)];
     RowMatrixXf& a = attention_[static_cast<size_t>(s)];
     scratch.full_row =
@@ -523,7 +525,7 @@ std::vector<int64_t> AssignLayerBudgets(std::span<policies::EvictionPolicy* cons
                                         .uniform_budget_tokens = uniform_budget_tokens,
                                         .layer_stats = layer_stats};
     const int64_t b = layer_policies[static_cast<size_t>(l)]->LayerBudget(plan);
-    KVSIM_ASSERT(b >= 0, "policy {} gave layer {} a negative budget {}",
+    KVSIM_ASSERT(b >= 1, "policy {} gave layer {} a budget of {}: a layer keeps at least one token",
                  layer_policies[static_cast<size_t>(l)]->Name(), l, b);
     budgets[static_cast<size_t>(l)] = b;
     if (b < policies::kUnlimitedTokens) {

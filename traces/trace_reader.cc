@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "traces/float16.h"
 #include "traces/hdf5_util.h"
@@ -522,7 +523,9 @@ class TraceReader::Impl {
   Handle float16_;
 };
 
-TraceReader::TraceReader(const std::string& path) : impl_(std::make_unique<Impl>(path)) {}
+TraceReader::TraceReader(const std::string& path) : impl_(std::make_unique<Impl>(path)) {
+  RegisterInputFile(path);
+}
 TraceReader::~TraceReader() = default;
 TraceReader::TraceReader(TraceReader&&) noexcept = default;
 TraceReader& TraceReader::operator=(TraceReader&&) noexcept = default;

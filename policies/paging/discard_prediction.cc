@@ -17,7 +17,8 @@ namespace {
 class DiscardPredictionPolicy final : public PagingPolicy {
  public:
   void Reset(const PolicySetup& setup) override {
-    KVSIM_ASSERT(!setup.bits.empty(), "discard-pred replayed without prediction bits");
+    KVSIM_ASSERT(!setup.bits.empty() || setup.requests->requests() == 0,
+                 "discard-pred replayed without prediction bits");
     bits_ = setup.bits.data();
     discardable_.Reset(setup.requests->num_pages());
     kept_.Reset(setup.requests->num_pages());

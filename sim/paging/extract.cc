@@ -9,6 +9,7 @@
 #include <fstream>
 #include <numeric>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/tensor.h"
 #include "traces/trace_io.h"
@@ -249,6 +250,7 @@ std::vector<RequestSequence> ExtractRequests(const traces::Trace& trace,
 
 std::vector<RequestSequence> LoadRequestStreams(const std::string& path,
                                                 const ExtractOptions& options) {
+  RegisterInputFile(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) ThrowInputError("{}: cannot open the file", path);
   std::string head(14, '\0');

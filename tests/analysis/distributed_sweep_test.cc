@@ -20,6 +20,7 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/test_util.h"
+#include "common/tiny_shape.h"
 #include "sim/random_trace.h"
 #include "traces/trace_io.h"
 
@@ -29,15 +30,7 @@ namespace {
 using ::testing::HasSubstr;
 using testing::TempDir;
 
-models::ModelShape TinyShape() {
-  models::ModelShape shape;
-  shape.name = "tiny";
-  shape.layers = 2;
-  shape.q_heads = 4;
-  shape.kv_heads = 2;
-  shape.head_dim = 8;
-  return shape;
-}
+using testing::TinyShape;
 
 std::string WriteTrace(const TempDir& dir, const std::string& name, uint64_t seed) {
   const std::string path = dir.File(name);

@@ -3,6 +3,7 @@
 
 #include "analysis/csv.h"
 #include "common/test_util.h"
+#include "common/tiny_shape.h"
 #include "sim/random_trace.h"
 #include "traces/trace_io.h"
 
@@ -14,14 +15,8 @@ using testing::ShellQuote;
 using testing::TempDir;
 
 std::string WriteTinyTrace(const TempDir& dir) {
-  models::ModelShape shape;
-  shape.name = "tiny";
-  shape.layers = 2;
-  shape.q_heads = 4;
-  shape.kv_heads = 2;
-  shape.head_dim = 8;
   const std::string path = dir.File("tiny.h5");
-  traces::WriteTrace(path, sim::RandomTrace(shape, 32, 40, 3));
+  traces::WriteTrace(path, sim::RandomTrace(testing::TinyShape(), 32, 40, 3));
   return path;
 }
 

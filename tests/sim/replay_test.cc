@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/tiny_shape.h"
 #include "models/model_shape.h"
 #include "sim/random_trace.h"
 
@@ -20,15 +21,7 @@ using policies::EvictionRequest;
 using policies::StepView;
 using policies::StreamView;
 
-models::ModelShape TinyShape() {
-  models::ModelShape shape;
-  shape.name = "tiny";
-  shape.layers = 2;
-  shape.q_heads = 4;
-  shape.kv_heads = 2;
-  shape.head_dim = 8;
-  return shape;
-}
+using testing::TinyShape;
 
 // Evicts the oldest resident positions (a FIFO), recording every hook call.
 class SpyPolicy : public EvictionPolicy {
