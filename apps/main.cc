@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   kvsim::ProtectInputFiles(true);  // `-o` naming an input file fails instead of replacing it
+  kvsim::RemoveTemporaryFilesOnSignals();  // Ctrl-C leaves no OUTPUT.tmp.<pid> behind
   CLI::App app{
       "kvsim: replay LLM attention traces against budgeted KV caches and measure what eviction "
       "policies lose.",

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
+#include <cstring>
 #include <mutex>
 #include <sstream>
 #include <system_error>
@@ -40,7 +43,53 @@ void CheckNotAnInput(const std::filesystem::path& output) {
   }
 }
 
+// Temporary outputs alive now, for RemoveTemporaryFiles in a signal handler: fixed slots and
+// atomics only (async-signal-safe), no allocation. A slot is 0 free, 1 being written, 2 live.
+constexpr int kTempSlots = 64;
+constexpr size_t kTempPathBytes = 4096;
+std::atomic<int> g_temp_state[kTempSlots];
+char g_temp_path[kTempSlots][kTempPathBytes];
+
+int TrackTemporaryFile(const std::filesystem::path& path) {
+  const std::string& text = path.native();
+  if (text.size() >= kTempPathBytes) return -1;
+  for (int slot = 0; slot < kTempSlots; ++slot) {
+    int expected = 0;
+    if (!g_temp_state[slot].compare_exchange_strong(expected, 1)) continue;
+    std::memcpy(g_temp_path[slot], text.c_str(), text.size() + 1);
+    g_temp_state[slot].store(2);
+    return slot;
+  }
+  return -1;  // more than 64 outputs open at once: the others are not removed on a signal
+}
+
+void UntrackTemporaryFile(int slot) {
+  if (slot >= 0) g_temp_state[slot].store(0);
+}
+
+extern "C" void RemoveTemporaryFilesAndDie(int signal);
+
 }  // namespace
+
+void RemoveTemporaryFiles() {
+  for (int slot = 0; slot < kTempSlots; ++slot) {
+    if (g_temp_state[slot].load() == 2) ::unlink(g_temp_path[slot]);
+  }
+}
+
+namespace {
+extern "C" void RemoveTemporaryFilesAndDie(int signal) {
+  RemoveTemporaryFiles();
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+}  // namespace
+
+void RemoveTemporaryFilesOnSignals() {
+  std::signal(SIGINT, RemoveTemporaryFilesAndDie);
+  std::signal(SIGTERM, RemoveTemporaryFilesAndDie);
+  std::signal(SIGHUP, RemoveTemporaryFilesAndDie);
+}
 
 void ProtectInputFiles(bool on) {
   std::lock_guard lock(Inputs().mutex);
@@ -64,6 +113,7 @@ AtomicPath::AtomicPath(std::filesystem::path final_path) : final_path_(std::move
   }
   temp_path_ = final_path_;
   temp_path_ += fmt::format(".tmp.{}", static_cast<long>(::getpid()));
+  temp_slot_ = TrackTemporaryFile(temp_path_);
 }
 
 AtomicPath::~AtomicPath() {
@@ -71,6 +121,7 @@ AtomicPath::~AtomicPath() {
     std::error_code ec;
     std::filesystem::remove(temp_path_, ec);  // best effort: never throw from a destructor
   }
+  UntrackTemporaryFile(temp_slot_);
 }
 
 void AtomicPath::Commit() {

@@ -26,7 +26,14 @@ class AtomicPath {
   std::filesystem::path final_path_;
   std::filesystem::path temp_path_;
   bool committed_ = false;
+  int temp_slot_ = -1;  // in the table RemoveTemporaryFiles reads
 };
+
+// Removes every temporary output still open (async-signal-safe), for a process ended by a
+// signal, where no destructor runs. RemoveTemporaryFilesOnSignals installs a SIGINT / SIGTERM /
+// SIGHUP handler that calls it and then dies of the signal as before (the CLI installs it).
+void RemoveTemporaryFiles();
+void RemoveTemporaryFilesOnSignals();
 
 // A text output file written atomically: stream into `out()`, then Commit().
 class AtomicTextFile {

@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 namespace kvsim::analysis {
@@ -141,8 +142,8 @@ void MpiExecutor::Coordinate(std::span<const std::string> tasks,
                              const DescribeUnit& describe) {
   // mpirun / srun stop every rank with SIGTERM when one dies or the job is cancelled: say which
   // units were lost instead of vanishing.
-  std::signal(SIGTERM, RecordStopSignal);
-  std::signal(SIGINT, RecordStopSignal);
+  const auto previous_term = std::signal(SIGTERM, RecordStopSignal);
+  const auto previous_int = std::signal(SIGINT, RecordStopSignal);
 
   const int num_tasks = static_cast<int>(tasks.size());
   int next = 0;
@@ -195,6 +196,7 @@ void MpiExecutor::Coordinate(std::span<const std::string> tasks,
                "finished; re-run the same command to finish the rest.\n",
                signal, lost.empty() ? std::string(" none") : lost);
     std::fflush(stderr);
+    RemoveTemporaryFiles();
     std::_Exit(2);
   };
 
@@ -244,8 +246,8 @@ void MpiExecutor::Coordinate(std::span<const std::string> tasks,
   }
   local.wake.notify_all();
   local.thread.join();
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, previous_term);
+  std::signal(SIGINT, previous_int);
 }
 
 }  // namespace kvsim::analysis

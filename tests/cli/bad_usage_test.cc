@@ -102,5 +102,22 @@ TEST(BadUsage, PagingWithoutDecodeStepsSaysSo) {
   EXPECT_THAT(r.err, HasSubstr("no page requests")) << r.err;
 }
 
+// Interrupted at several moments while writing its trace, `synth` never leaves OUT.tmp.<pid>.
+TEST(BadUsage, InterruptedWriterLeavesNoTemporaryFile) {
+  TempDir dir;
+  for (const char* delay : {"0.05", "0.2", "0.5", "1"}) {
+    for (const char* signal : {"INT", "TERM"}) {
+      const auto r = testing::RunCommand(fmt::format(
+          "timeout -s {} {} {} synth --shape llama-3-8b --layers 2 --prompt 4096 --decode 512 "
+          "--no-stats -o {}",
+          signal, delay, KVSIM_BINARY, ShellQuote(dir.File("big.h5"))));
+      for (const std::string& name : dir.Entries()) {
+        EXPECT_THAT(name, ::testing::Not(HasSubstr(".tmp."))) << signal << " after " << delay;
+      }
+      std::filesystem::remove(dir.File("big.h5"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvsim

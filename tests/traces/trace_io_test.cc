@@ -481,6 +481,27 @@ TEST(TraceIo, UnavailableFilterIsNamed) {
                     "cannot decode"});
 }
 
+TEST(TraceIo, DeclaredShapeWithoutDataIsRejectedBeforeAllocating) {
+  TempDir dir;
+  WriteTrace(dir.File("t.h5"), MakeTrace(8, 3), {.storage = StorageType::kFloat32});
+  EditFile(dir.File("t.h5"), [](hid_t f) {  // the right shape, chunked, no chunk ever written
+    ASSERT_GE(H5Ldelete(f, "/layers/1/q", H5P_DEFAULT), 0);
+    const hsize_t dims[3] = {4, 8, 3};
+    const hsize_t chunk[3] = {1, 8, 3};
+    const hid_t space = H5Screate_simple(3, dims, nullptr);
+    const hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, 3, chunk);
+    const hid_t ds =
+        H5Dcreate2(f, "/layers/1/q", H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    H5Dclose(ds);
+    H5Pclose(plist);
+    H5Sclose(space);
+  });
+  ExpectInputError([&] { TraceReader reader(dir.File("t.h5")); },
+                   {"t.h5: dataset '/layers/1/q' declares shape [4, 8, 3] (384 bytes) but the "
+                    "file holds 0 bytes of it: declared size larger than the data in the file"});
+}
+
 TEST(TraceIo, H5pyReadsKvsimTrace) {
   if (!PythonHasH5py()) GTEST_SKIP() << KVSIM_PYTHON << " lacks h5py; skipping interop test";
   TempDir dir;
