@@ -26,6 +26,7 @@ struct PagingArgs {
   std::vector<int64_t> cache_sizes;
   std::vector<std::string> policies;
   std::vector<std::string> modes{"offload", "evict"};
+  std::string semantics = "step";
   std::vector<double> error_rates;
   std::vector<std::string> stream_names;
   int64_t seeds = 5;
@@ -53,6 +54,7 @@ void Run(const PagingArgs& args) {
   extract.Validate();
 
   paging::ExperimentOptions options;
+  options.semantics = paging::ParseSemantics(args.semantics, "--semantics");
   options.modes.clear();
   for (const std::string& mode : args.modes) {
     if (mode == "offload") {
@@ -137,6 +139,11 @@ void RegisterPagingCommand(CLI::App& app) {
                   "cache sizes in pages (default: 1, 2, 4, 8, 16 x the largest step)")
       ->delimiter(',');
   cmd->add_option("--policies", args->policies, "paging policies (default: all)")->delimiter(',');
+  cmd->add_option("--semantics", args->semantics,
+                  "step (default: a step's pages are pinned together; a page that finds every "
+                  "resident page pinned bypasses the cache) or classic (requests served one "
+                  "after another, as libCacheSim does)")
+      ->capture_default_str();
   cmd->add_option("--modes", args->modes, "offload and/or evict")
       ->delimiter(',')
       ->capture_default_str();

@@ -58,6 +58,7 @@ UnitRows RunUnit(const RequestSequence& seq,
                      .faults;
       }
       out.mrc.push_back({.stream = seq.stream,
+                         .semantics = options.semantics,
                          .mode = mode,
                          .policy = name,
                          .cache_size = cache_size,
@@ -84,6 +85,7 @@ UnitRows RunUnit(const RequestSequence& seq,
                                        .bits = noisy.bits})
                                    .faults;
         out.predictions.push_back({.stream = seq.stream,
+                                   .semantics = options.semantics,
                                    .policy = name,
                                    .cache_size = cache_size,
                                    .error_rate = rate,
@@ -123,6 +125,7 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
   std::vector<std::vector<int64_t>> evict_opt(streams.size());
   tbb::parallel_for(size_t{0}, streams.size(), [&](size_t s) {
     dense[s] = Densify(streams[s]);
+    if (options.semantics == Semantics::kClassic) dense[s] = OneRequestPerStep(std::move(dense[s]));
     if (evict) evict_opt[s] = EvictOptimumCurve(dense[s], max_size);
   });
 
@@ -153,11 +156,32 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
   return result;
 }
 
+const char* SemanticsName(Semantics semantics) {
+  return semantics == Semantics::kClassic ? "classic" : "step";
+}
+
+Semantics ParseSemantics(const std::string& text, const std::string& context) {
+  if (text == "step") return Semantics::kStep;
+  if (text == "classic") return Semantics::kClassic;
+  ThrowInputError(
+      "{} '{}': expected step (a step's pages pinned as one set) or classic (one "
+      "request after another, as libCacheSim)",
+      context, text);
+}
+
+DenseRequests OneRequestPerStep(DenseRequests dense) {
+  dense.step_begin.resize(dense.page.size() + 1);
+  for (size_t i = 0; i < dense.step_begin.size(); ++i) {
+    dense.step_begin[i] = static_cast<int64_t>(i);
+  }
+  return dense;
+}
+
 void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows) {
   AtomicTextFile file(path);
   auto& out = file.out();
   out << "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,competitive_ratio,"
-         "fetched_bytes\n";
+         "fetched_bytes,semantics\n";
   for (const MrcRow& r : rows) {
     const std::string miss_ratio =
         r.requests > 0
@@ -167,9 +191,9 @@ void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows
         r.opt_faults > 0
             ? fmt::format("{}", static_cast<double>(r.faults) / static_cast<double>(r.opt_faults))
             : "";
-    out << fmt::format("{},{},{},{},{},{},{},{},{},{}\n", r.stream, ModeName(r.mode), r.policy,
+    out << fmt::format("{},{},{},{},{},{},{},{},{},{},{}\n", r.stream, ModeName(r.mode), r.policy,
                        r.cache_size, r.requests, r.faults, miss_ratio, r.opt_faults, ratio,
-                       r.fetched_bytes);
+                       r.fetched_bytes, SemanticsName(r.semantics));
   }
   file.Commit();
 }
@@ -177,10 +201,11 @@ void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows
 void WritePredictionsCsv(const std::filesystem::path& path, std::span<const PredictionRow> rows) {
   AtomicTextFile file(path);
   auto& out = file.out();
-  out << "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1\n";
+  out << "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1,semantics\n";
   for (const PredictionRow& r : rows) {
-    out << fmt::format("{},{},{},{},{},{},{},{},{}\n", r.stream, r.policy, r.cache_size,
-                       r.error_rate, r.seed, r.faults, r.opt_faults, r.eta0, r.eta1);
+    out << fmt::format("{},{},{},{},{},{},{},{},{},{}\n", r.stream, r.policy, r.cache_size,
+                       r.error_rate, r.seed, r.faults, r.opt_faults, r.eta0, r.eta1,
+                       SemanticsName(r.semantics));
   }
   file.Commit();
 }

@@ -13,8 +13,20 @@
 
 namespace kvsim::paging {
 
+// How the requests of one decode step are served (sim/paging/README.md):
+//  - kStep: as one set: pages the step already requested are pinned until it ends, and a page
+//    that finds every resident page pinned bypasses the cache (the KV-cache view);
+//  - kClassic: one after another, as a sequential cache simulator (libCacheSim) serves them: no
+//    pinning, no bypass. Implemented by giving every request its own step.
+enum class Semantics { kStep, kClassic };
+const char* SemanticsName(Semantics semantics);
+Semantics ParseSemantics(const std::string& text, const std::string& context);
+// `dense` with every request in a step of its own (kClassic).
+DenseRequests OneRequestPerStep(DenseRequests dense);
+
 struct ExperimentOptions {
-  std::vector<int64_t> cache_sizes;   // pages, each >= 0
+  std::vector<int64_t> cache_sizes;  // pages, each >= 0
+  Semantics semantics = Semantics::kStep;
   std::vector<std::string> policies;  // registered names
   std::vector<Mode> modes{Mode::kOffload, Mode::kEvict};
   std::vector<double> error_rates;  // empty: no prediction sweep
@@ -24,6 +36,7 @@ struct ExperimentOptions {
 
 struct MrcRow {
   std::string stream;
+  Semantics semantics = Semantics::kStep;
   Mode mode = Mode::kOffload;
   std::string policy;
   int64_t cache_size = 0;
@@ -35,6 +48,7 @@ struct MrcRow {
 
 struct PredictionRow {
   std::string stream;
+  Semantics semantics = Semantics::kStep;
   std::string policy;
   int64_t cache_size = 0;
   double error_rate = 0;

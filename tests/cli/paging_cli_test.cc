@@ -103,11 +103,12 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
   ASSERT_FALSE(mrc.empty());
   EXPECT_EQ(mrc[0],
             "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
-            "competitive_ratio,fetched_bytes");
+            "competitive_ratio,fetched_bytes,semantics");
   // 4 streams x 2 modes x 9 policies x 3 sizes.
   EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 9 * 3);
   const auto pred = Lines(dir.File("paging_predictions.csv"));
-  EXPECT_EQ(pred[0], "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1");
+  EXPECT_EQ(pred[0],
+            "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1,semantics");
   // 4 streams x 3 sizes x 2 prediction policies x 2 rates x 2 seeds.
   EXPECT_EQ(pred.size(), 1u + 4 * 3 * 2 * 2 * 2);
   EXPECT_NE(r.out.find("L1H1"), std::string::npos);
@@ -126,11 +127,22 @@ TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
   const auto mrc = Lines(dir.File("paging_mrc.csv"));
   ASSERT_EQ(mrc.size(), 5u);
   // LRU 6 faults; Belady 5 (at page 4 it evicts 1, never used again): 60 and 50 bytes.
-  EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60");
-  EXPECT_EQ(mrc[2], "s,offload,opt,3,7,5,0.7142857142857143,5,1,50");
+  EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,step");
+  EXPECT_EQ(mrc[2], "s,offload,opt,3,7,5,0.7142857142857143,5,1,50,step");
   // Pure eviction: LRU loses page 2 (1 miss); the flow optimum keeps 1, 2 and drops 3: 0.
-  EXPECT_EQ(mrc[3], "s,evict,lru,3,7,1,0.14285714285714285,0,,0");
-  EXPECT_EQ(mrc[4], "s,evict,opt,3,7,0,0,0,,0");
+  EXPECT_EQ(mrc[3], "s,evict,lru,3,7,1,0.14285714285714285,0,,0,step");
+  EXPECT_EQ(mrc[4], "s,evict,opt,3,7,0,0,0,,0,step");
+  // One request per step: the classic semantics gives the same counts.
+  const auto classic =
+      RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(dir.path()) +
+               " --cache-sizes 3 --policies lru,opt --semantics classic");
+  ASSERT_EQ(classic.exit_code, 0) << classic.err;
+  EXPECT_EQ(Lines(dir.File("paging_mrc.csv"))[1],
+            "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,classic");
+  const auto bad = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
+                            ShellQuote(dir.path()) + " --semantics sequential");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--semantics 'sequential'"), std::string::npos) << bad.err;
 }
 
 TEST(PagingCli, BadInputExitsTwoNamingItAndLeavesNoOutput) {
