@@ -211,7 +211,7 @@ void WriteOracleGeneral(const std::filesystem::path& path, const RequestSequence
       const uint64_t obj_id = sequence.pages[static_cast<size_t>(i)];
       const auto obj_size = static_cast<uint32_t>(sequence.page_bytes);
       const int64_t next = dense.next_use[static_cast<size_t>(i)];
-      const int64_t next_vtime = next == kNeverAgain ? -1 : next;
+      const int64_t next_vtime = next == kNeverAgain ? -1 : next + 1;  // 1-based, as traceConv
       std::memcpy(out, &clock_time, 4);
       std::memcpy(out + 4, &obj_id, 8);
       std::memcpy(out + 12, &obj_size, 4);

@@ -61,7 +61,10 @@ void WriteLibCacheSimCsv(const std::filesystem::path& path, const RequestSequenc
 
 // libCacheSim oracleGeneral: packed little-endian 24-byte records {uint32 clock_time = decode
 // position, uint64 obj_id = page id, uint32 obj_size = page_bytes, int64 next_access_vtime =
-// absolute index (0-based) of the next request of the same page in this file, -1 if none}.
+// 1-based index of the next request of the same page in this file (the request count at that
+// request, as libCacheSim's traceConv writes it: convert_to_oracleGeneral's "reference count
+// starts with 1"), -1 if none}. Belady is indifferent to the offset; the policies that compare
+// it with the request count (Sieve-Belady, LRU-Belady, FIFO-Belady, LeCaR) are not.
 struct OracleRecord {
   uint32_t clock_time = 0;
   uint64_t obj_id = 0;

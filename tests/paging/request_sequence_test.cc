@@ -68,7 +68,9 @@ TEST(LibCacheSimCsv, OneRowPerRequestWithHeader) {
             "time,obj_id,obj_size\n7,1,512\n7,4,512\n8,4,512\n");
 }
 
-TEST(OracleGeneral, RecordsCarryAbsoluteNextAccessIndices) {
+// next_access_vtime counts requests from 1, as libCacheSim's traceConv writes it (the reversed
+// count n - c of convert_to_oracleGeneral, c the 0-based index from the end).
+TEST(OracleGeneral, RecordsCarryOneBasedNextAccessIndices) {
   TempDir dir;
   const RequestSequence seq = testing::RandomSequence(4, 200, 15, 4);
   WriteOracleGeneral(dir.File("r.bin"), seq);
@@ -84,7 +86,7 @@ TEST(OracleGeneral, RecordsCarryAbsoluteNextAccessIndices) {
       int64_t next = -1;  // brute force: scan forward for the same object
       for (size_t j = i + 1; j < records.size(); ++j) {
         if (records[j].obj_id == records[i].obj_id) {
-          next = static_cast<int64_t>(j);
+          next = static_cast<int64_t>(j) + 1;
           break;
         }
       }
