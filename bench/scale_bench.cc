@@ -173,7 +173,9 @@ class Bench {
   std::vector<std::string> Sweep(const std::string& trace,
                                  const std::vector<std::string>& policies,
                                  const std::vector<std::string>& budgets) {
+    // A fresh folder per sweep: a sweep resumes from the journal it finds in --out.
     const fs::path out = workdir_ / "sweep_out";
+    fs::remove_all(out);
     fs::create_directories(out);
     std::vector<std::string> args = {"sweep", "--trace", trace, "--out", out.string()};
     for (const std::string& p : policies) args.insert(args.end(), {"--policy", p});
