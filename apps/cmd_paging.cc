@@ -65,7 +65,9 @@ void Run(const PagingArgs& args) {
       ThrowInputError("--modes '{}': expected offload or evict", mode);
     }
   }
-  options.policies = args.policies;
+  for (const std::string& name : args.policies) {
+    options.policies.push_back(paging::CanonicalPagingPolicyName(name));
+  }
   if (options.policies.empty()) {
     for (const auto& info : paging::PagingPolicies()) options.policies.push_back(info.name);
   }
@@ -100,8 +102,11 @@ void Run(const PagingArgs& args) {
 
   const paging::ExperimentResult result = paging::RunExperiment(streams, options);
   const std::filesystem::path dir(args.out_dir);
-  if (!std::filesystem::is_directory(dir)) {
-    ThrowInputError("--out-dir '{}': not an existing directory", args.out_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir)) {
+    ThrowInputError("--out-dir '{}': cannot create the output directory ({})", args.out_dir,
+                    ec ? ec.message() : "a file of that name exists");
   }
   paging::WriteMrcCsv(dir / "paging_mrc.csv", result.mrc);
   if (!args.error_rates.empty()) {

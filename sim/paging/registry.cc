@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cctype>
+#include <string>
+
 #include "common/error.h"
 
 namespace kvsim::paging {
@@ -45,6 +49,17 @@ const PolicyInfo& FindPagingPolicy(std::string_view name) {
   std::vector<std::string> names;
   for (const PolicyInfo& info : PagingPolicies()) names.push_back(info.name);
   ThrowInputError("unknown paging policy '{}', expected one of: {}", name, fmt::join(names, ", "));
+}
+
+std::string CanonicalPagingPolicyName(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (lower == "belady") lower = "opt";  // libCacheSim's name for the same algorithm
+  for (const PolicyInfo& info : PagingPolicies()) {
+    if (info.name == lower) return lower;
+  }
+  return std::string(FindPagingPolicy(name).name);  // throws, naming the registered policies
 }
 
 std::unique_ptr<PagingPolicy> MakePagingPolicy(std::string_view name) {

@@ -22,6 +22,9 @@ struct PolicyInfo {
 const std::vector<PolicyInfo>& PagingPolicies();
 // Throws InputError listing the known names if `name` is unknown.
 const PolicyInfo& FindPagingPolicy(std::string_view name);
+// The registered name for `name` as a user may spell it: any case, and libCacheSim's names for
+// the same algorithms (`belady` = `opt`). Throws InputError, listing the names, if none matches.
+std::string CanonicalPagingPolicyName(std::string_view name);
 std::unique_ptr<PagingPolicy> MakePagingPolicy(std::string_view name);
 
 }  // namespace kvsim::paging

@@ -145,6 +145,27 @@ TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
   EXPECT_NE(bad.err.find("--semantics 'sequential'"), std::string::npos) << bad.err;
 }
 
+TEST(PagingCli, TakesLibCacheSimNamesAndCreatesTheOutputFolder) {
+  TempDir dir;
+  paging::RequestSequence seq;
+  seq.stream = "s";
+  seq.page_bytes = 10;
+  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
+  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  const std::string out = (dir.path() / "new" / "folder").string();
+  const auto r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(out) +
+                          " --cache-sizes 3 --policies LRU,belady --modes offload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto mrc = Lines(out + "/paging_mrc.csv");
+  ASSERT_EQ(mrc.size(), 3u);
+  EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,step");
+  EXPECT_EQ(mrc[2], "s,offload,opt,3,7,5,0.7142857142857143,5,1,50,step");
+  const auto unknown = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
+                                ShellQuote(out) + " --policies sieve");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find("unknown paging policy 'sieve'"), std::string::npos) << unknown.err;
+}
+
 TEST(PagingCli, BadInputExitsTwoNamingItAndLeavesNoOutput) {
   TempDir dir;
   WriteFileAtomically(dir.File("junk.txt"), "hello\n");
@@ -157,9 +178,9 @@ TEST(PagingCli, BadInputExitsTwoNamingItAndLeavesNoOutput) {
   paging::RequestSequence seq;
   seq.AddStep(0, std::vector<uint64_t>{1});
   paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
-  r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + out + " --policies lru,belady");
+  r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + out + " --policies lru,nope");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("'belady'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'nope'"), std::string::npos) << r.err;
   r = RunKvsim("requests " + ShellQuote(dir.File("junk.txt")) + " -o " +
                ShellQuote(dir.File("out/x.txt")) + " --rule topk:0");
   EXPECT_EQ(r.exit_code, 2);
