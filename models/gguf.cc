@@ -1,6 +1,8 @@
 #include "models/gguf.h"
 
+#include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -297,6 +299,30 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
           path, t.name, bytes, data_offset_ + t.offset, file_bytes);
     }
   }
+  CheckTensorLayout(file_bytes, alignment);
+}
+
+// GGUF writers lay the tensors out back to back, each padded to the alignment. A tensor whose
+// shape and type do not fill the space up to the next tensor (or overrun it) has a wrong type
+// or shape label: reading it would reinterpret the bytes silently.
+void GgufFile::CheckTensorLayout(uint64_t file_bytes, uint64_t alignment) const {
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& t : tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 0; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& t = *by_offset[i];
+    if (TensorBytes(t.type, t.elements()) < 0) continue;  // a type ReadMatrix names and refuses
+    const auto bytes = static_cast<uint64_t>(TensorBytes(t.type, t.elements()));
+    const uint64_t space = i + 1 < by_offset.size() ? by_offset[i + 1]->offset - t.offset
+                                                    : file_bytes - data_offset_ - t.offset;
+    if (bytes > space || space - bytes >= alignment) {
+      ThrowInputError(
+          "{}: tensor '{}' is labelled {} {} ({} bytes) but its data spans {} bytes (alignment "
+          "{}): a wrong type or shape label (corrupt file?)",
+          path_, t.name, GgufTypeName(t.type), fmt::join(t.dims, "x"), bytes, space, alignment);
+    }
+  }
 }
 
 int64_t GgufFile::GetInt(const std::string& key) const {
@@ -386,6 +412,15 @@ RowMatrixXf GgufFile::ReadMatrix(const GgufTensorInfo& info) const {
     case GgufType::kQ8_0:
       DequantizeQ8_0(raw.data(), n, out);
       break;
+  }
+  // A NaN or infinite weight would only surface as a trace kvsim's own reader rejects.
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(out[i])) {
+      ThrowInputError(
+          "{}: tensor '{}' holds a non-finite value ({}) at element {}: corrupt "
+          "weights",
+          path_, info.name, out[i], i);
+    }
   }
   return m;
 }

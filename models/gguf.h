@@ -67,6 +67,7 @@ class GgufFile {
   RowMatrixXf ReadMatrix(const GgufTensorInfo& info) const;
 
  private:
+  void CheckTensorLayout(uint64_t file_bytes, uint64_t alignment) const;
   std::string path_;
   uint32_t version_ = 0;
   std::map<std::string, GgufValue> metadata_;

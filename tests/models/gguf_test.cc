@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "common/error.h"
@@ -346,6 +347,36 @@ TEST(Gguf, UnsupportedTensorTypeNamesTensorAndType) {
   const std::string path = dir.File("q4k.gguf");
   WriteFile(path, WriteLlamaGguf(w, Encoding::kF32, "llama", /*q4_K=*/12));
   ExpectInputError([&] { LoadGgufLlama(path); }, {path, "blk.0.attn_q.weight", "q4_K"});
+}
+
+TEST(Gguf, RelabelledTensorTypeIsRejected) {
+  LlamaWeights w = TinyWeights();
+  testing::TempDir dir;
+  std::string bytes = WriteLlamaGguf(w, Encoding::kF32);
+  // The tensor info after the name: n_dims (u32), n_dims x u64 extents, then the type (u32).
+  const std::string name = "blk.0.attn_q.weight";
+  const size_t at = bytes.find(name);
+  ASSERT_NE(at, std::string::npos);
+  uint32_t n_dims = 0;
+  std::memcpy(&n_dims, bytes.data() + at + name.size(), 4);
+  const size_t type_at = at + name.size() + 4 + 8 * n_dims;
+  uint32_t type = 0;
+  std::memcpy(&type, bytes.data() + type_at, 4);
+  ASSERT_EQ(type, 0u);  // f32
+  type = 1;             // relabelled f16: half the bytes the data spans
+  std::memcpy(bytes.data() + type_at, &type, 4);
+  const std::string path = dir.File("relabelled.gguf");
+  WriteFile(path, bytes);
+  ExpectInputError([&] { LoadGgufLlama(path); }, {path, name, "labelled f16", "wrong type"});
+}
+
+TEST(Gguf, NonFiniteWeightIsRejectedNamingTheTensor) {
+  LlamaWeights w = TinyWeights();
+  w.layers[1].w2(2, 3) = std::numeric_limits<float>::quiet_NaN();
+  testing::TempDir dir;
+  const std::string path = dir.File("nan.gguf");
+  WriteFile(path, WriteLlamaGguf(w, Encoding::kF32));
+  ExpectInputError([&] { LoadGgufLlama(path); }, {path, "blk.1.ffn_down.weight", "non-finite"});
 }
 
 TEST(Gguf, MissingTensorIsNamed) {
