@@ -14,8 +14,8 @@ const std::vector<std::string>& ResultTable::Header() {
       }
     }
     for (const int k : kTopK) h.push_back("top" + std::to_string(k) + "_recall_mean");
-    for (const char* c :
-         {"resident_tokens_mean", "resident_tokens_peak", "kv_bytes_mean", "kv_bytes_peak"}) {
+    for (const char* c : {"resident_tokens_mean", "resident_tokens_peak", "kv_bytes_mean",
+                          "kv_bytes_peak", "mass_recall_worst_layer_mean", "worst_layer"}) {
       h.emplace_back(c);
     }
     return h;
@@ -45,6 +45,8 @@ std::vector<std::string> ResultTable::Fields(const ResultRow& row) {
   f.push_back(N::Number(static_cast<double>(row.resident_tokens_peak)));
   f.push_back(N::Number(row.kv_bytes_mean));
   f.push_back(N::Number(static_cast<double>(row.kv_bytes_peak)));
+  f.push_back(N::Number(row.mass_recall_worst_layer_mean));
+  f.push_back(row.worst_layer);
   return f;
 }
 

@@ -27,6 +27,10 @@ struct ResultRow {
   int64_t resident_tokens_peak = 0;
   double kv_bytes_mean = 0.0;
   int64_t kv_bytes_peak = 0;
+  // The lowest per-layer mass_recall_mean of the cell and its layer (issue 13: uneven layer
+  // budgets raise the layer mean while the worst layer drops). On a layer row: its own.
+  double mass_recall_worst_layer_mean = 0.0;
+  std::string worst_layer;
 };
 
 class ResultTable {

@@ -110,6 +110,8 @@ ResultRow LayerRow(
   row.resident_tokens_peak = out.replay.resident_tokens_peak;
   row.kv_bytes_mean = out.replay.ledger.MeanDecodeBytes(layer, sim::MemoryLedger::kKvCategories);
   row.kv_bytes_peak = out.replay.ledger.PeakBytes(layer, sim::MemoryLedger::kKvCategories).bytes;
+  row.mass_recall_worst_layer_mean = row.mass_recall.mean;
+  row.worst_layer = row.layer;
   return row;
 }
 
@@ -299,6 +301,10 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
       resident_sum += row.resident_tokens_mean;
       all.steps = row.steps;
       all.resident_tokens_peak = std::max(all.resident_tokens_peak, row.resident_tokens_peak);
+      if (l == 0 || row.mass_recall.mean < all.mass_recall_worst_layer_mean) {
+        all.mass_recall_worst_layer_mean = row.mass_recall.mean;  // ties: the lowest layer
+        all.worst_layer = row.layer;
+      }
     }
     all.budget_tokens = budget_sum / num_layers;
     all.mass_recall = Summarize(all_samples.mass_recall);

@@ -66,7 +66,9 @@ nlohmann::json EncodeRow(const ResultRow& row) {
           {"resident_tokens_mean", EncodeDouble(row.resident_tokens_mean)},
           {"resident_tokens_peak", row.resident_tokens_peak},
           {"kv_bytes_mean", EncodeDouble(row.kv_bytes_mean)},
-          {"kv_bytes_peak", row.kv_bytes_peak}};
+          {"kv_bytes_peak", row.kv_bytes_peak},
+          {"mass_recall_worst_layer_mean", EncodeDouble(row.mass_recall_worst_layer_mean)},
+          {"worst_layer", row.worst_layer}};
 }
 
 ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
@@ -94,6 +96,8 @@ ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
   row.resident_tokens_peak = node.at("resident_tokens_peak").get<int64_t>();
   row.kv_bytes_mean = DecodeDouble(node.at("kv_bytes_mean"), what);
   row.kv_bytes_peak = node.at("kv_bytes_peak").get<int64_t>();
+  row.mass_recall_worst_layer_mean = DecodeDouble(node.at("mass_recall_worst_layer_mean"), what);
+  row.worst_layer = node.at("worst_layer").get<std::string>();
   return row;
 }
 

@@ -74,6 +74,36 @@ TEST(Sweep, RowsFollowPlanOrderWithAllRowLast) {
   EXPECT_EQ(rows[15].kv_bytes_peak, 3 * 11 * 2 * 32);
 }
 
+// The `all` row names the cell's worst layer by mass recall; a layer row names itself.
+TEST(Sweep, AllRowCarriesTheWorstLayersRecall) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 64, 21);
+  SweepPlan plan = GridPlan(2);
+  plan.policies.push_back({"pyramidkv", {}});  // uneven layer budgets
+  const SweepResult result = RunSweepOnTrace(plan, trace, "t.h5");
+  const std::vector<ResultRow>& rows = result.table.rows();
+  const int layers = TinyShape().layers;
+  ASSERT_EQ(rows.size(), result.cells.size() * static_cast<size_t>(layers + 1));
+  for (size_t cell = 0; cell < result.cells.size(); ++cell) {
+    const size_t first = cell * static_cast<size_t>(layers + 1);
+    double worst = 2.0;
+    std::string worst_layer;
+    for (int l = 0; l < layers; ++l) {
+      const ResultRow& row = rows[first + static_cast<size_t>(l)];
+      EXPECT_EQ(row.mass_recall_worst_layer_mean, row.mass_recall.mean);
+      EXPECT_EQ(row.worst_layer, row.layer);
+      if (row.mass_recall.mean < worst) {
+        worst = row.mass_recall.mean;
+        worst_layer = row.layer;
+      }
+    }
+    const ResultRow& all = rows[first + static_cast<size_t>(layers)];
+    ASSERT_EQ(all.layer, "all");
+    EXPECT_EQ(all.mass_recall_worst_layer_mean, worst) << all.policy << " " << all.budget;
+    EXPECT_EQ(all.worst_layer, worst_layer) << all.policy << " " << all.budget;
+    EXPECT_LE(all.mass_recall_worst_layer_mean, all.mass_recall.mean + 1e-12);
+  }
+}
+
 TEST(Sweep, WritesCsvAndJsonMetadata) {
   const traces::Trace trace = sim::RandomTrace(TinyShape(), 20, 24, 19);
   testing::TempDir dir;
