@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "common/error.h"
+#include "common/huge_pages.h"
 
 namespace kvsim::analysis {
 namespace {
@@ -70,7 +71,8 @@ double SumInDouble(const float* row, int64_t n) {
 
 FullAttentionStream::FullAttentionStream(const traces::LayerTensors& layer,
                                          int64_t prompt_len,
-                                         const Options& options)
+                                         const Options& options,
+                                         Workspace* workspace)
     : layer_(layer),
       prompt_len_(prompt_len),
       total_len_(layer.queries.positions()),
@@ -79,7 +81,8 @@ FullAttentionStream::FullAttentionStream(const traces::LayerTensors& layer,
       group_size_(layer.keys.heads() > 0 ? layer.queries.heads() / layer.keys.heads() : 1),
       head_dim_(layer.queries.dim()),
       scale_(1.0f / std::sqrt(static_cast<float>(layer.queries.dim()))),
-      future_mass_group_(options.future_mass_group) {
+      future_mass_group_(options.future_mass_group),
+      workspace_(workspace != nullptr ? workspace : &own_workspace_) {
   KVSIM_ASSERT(prompt_len >= 1 && prompt_len <= total_len_, "prompt length {} outside [1, {}]",
                prompt_len, total_len_);
   const int64_t steps = total_len_ - prompt_len_;
@@ -97,24 +100,33 @@ FullAttentionStream::FullAttentionStream(const traces::LayerTensors& layer,
   buffer_rows_ = std::max(block_steps_, first_block_steps_);
   KVSIM_ASSERT(group_size_ * num_groups_ == num_q_heads_, "{} query heads in {} KV groups",
                num_q_heads_, num_groups_);
+  for (Slot& slot : workspace_->slots) slot.block = -1;
+  if (future_mass_group_ > 0) ComputeFutureMass();
+}
+
+void FullAttentionStream::PrepareSlot(Slot& slot) const {
   const auto groups = static_cast<size_t>(num_groups_);
-  queries_.resize(groups);
-  logits_.resize(groups);
-  weights_.resize(groups);
-  outputs_.resize(groups);
-  if (steps > 0) {
-    const int64_t group_rows = group_size_ * buffer_rows_;
-    for (size_t g = 0; g < groups; ++g) {
-      queries_[g].resize(group_rows, head_dim_);
-      logits_[g].resize(group_rows, total_len_);
-      weights_[g].resize(group_rows, total_len_);
-      outputs_[g].resize(group_rows, head_dim_);
+  slot.queries.resize(groups);
+  slot.logits.resize(groups);
+  slot.weights.resize(groups);
+  slot.outputs.resize(groups);
+  const int64_t group_rows = group_size_ * buffer_rows_;
+  const auto grow = [](RowMatrixXf& m, int64_t rows, int64_t cols) {
+    // Keep the allocation when it is large enough: only the leading block is used.
+    if (m.rows() * m.cols() < rows * cols || m.cols() != cols) {
+      m.resize(rows, cols);
+      AdviseHugePages(m.data(), static_cast<size_t>(m.size()) * sizeof(float));
     }
+  };
+  for (size_t g = 0; g < groups; ++g) {
+    grow(slot.queries[g], group_rows, head_dim_);
+    grow(slot.logits[g], group_rows, total_len_);
+    grow(slot.weights[g], group_rows, total_len_);
+    grow(slot.outputs[g], group_rows, head_dim_);
   }
   const auto heads = static_cast<size_t>(num_q_heads_);
-  top_.assign(heads * static_cast<size_t>(buffer_rows_) * kMaxTopK, -1);
-  total_mass_.assign(heads * static_cast<size_t>(buffer_rows_), 0.0);
-  if (future_mass_group_ > 0) ComputeFutureMass();
+  slot.top.resize(heads * static_cast<size_t>(buffer_rows_) * kMaxTopK);
+  slot.total_mass.resize(heads * static_cast<size_t>(buffer_rows_));
 }
 
 int64_t FullAttentionStream::num_blocks() const {
@@ -134,32 +146,31 @@ double FullAttentionStream::PassFlops() const {
   return 4.0 * num_q_heads_ * visible * head_dim_;
 }
 
-void FullAttentionStream::ComputeGroup(int group, int64_t begin, int64_t end, bool measure) {
+void FullAttentionStream::ComputeGroup(
+    Slot& slot, int group, int64_t begin, int64_t end, bool measure) const {
   const int64_t rows = end - begin;
   const int64_t group_rows = group_size_ * rows;
   const auto g = static_cast<size_t>(group);
-  RowMatrixXf& queries = queries_[g];
-  RowMatrixXf& logits = logits_[g];
-  RowMatrixXf& weights = weights_[g];
+  RowMatrixXf& queries = slot.queries[g];
+  RowMatrixXf& logits = slot.logits[g];
+  RowMatrixXf& weights = slot.weights[g];
   for (int i = 0; i < group_size_; ++i) {
     queries.middleRows(i * rows, rows) =
         layer_.queries.Head(group * group_size_ + i).middleRows(begin, rows);
   }
   // Causal: the block's last query sees keys [0, end); the rest of a row is masked below. The
-  // product goes straight into the buffer and is scaled row by row below: written as
-  // (Q K^T) * scale, Eigen would evaluate it into a column-major temporary and transpose it over.
+  // scale is a factor of the left operand, which Eigen hands to the GEMM as its alpha: the logits
+  // come out scaled with no extra pass (and no temporary, which `(Q K^T) * scale` would make).
   logits.topLeftCorner(group_rows, end).noalias() =
-      queries.topRows(group_rows) * layer_.keys.Head(group).topRows(end).transpose();
+      (scale_ * queries.topRows(group_rows)) * layer_.keys.Head(group).topRows(end).transpose();
   for (int64_t row = 0; row < group_rows; ++row) {
     const int64_t r = row % rows;
     const int64_t visible = begin + r + 1;
-    auto logit_row = logits.row(row).head(visible);
-    logit_row *= scale_;
+    const auto logit_row = logits.row(row).head(visible);
     auto weight_row = weights.row(row);
     auto head = weight_row.head(visible);
-    head = logit_row;
-    const float max = head.maxCoeff();
-    head = (head.array() - max).exp();
+    const float max = logit_row.maxCoeff();
+    head = (logit_row.array() - max).exp();
     head /= head.sum();
     weight_row.segment(visible, end - visible).setZero();
     if (!measure) continue;
@@ -167,13 +178,13 @@ void FullAttentionStream::ComputeGroup(int group, int64_t begin, int64_t end, bo
     const int h = group * group_size_ + static_cast<int>(row / rows);
     const size_t index =
         static_cast<size_t>(h) * static_cast<size_t>(buffer_rows_) + static_cast<size_t>(r);
-    total_mass_[index] = SumInDouble(weight_row.data(), visible);
-    int64_t* top = top_.data() + index * kMaxTopK;
+    slot.total_mass[index] = SumInDouble(weight_row.data(), visible);
+    int64_t* top = slot.top.data() + index * kMaxTopK;
     std::fill(top, top + kMaxTopK, -1);
     TopK(weight_row.data(), visible, std::min<int64_t>(kMaxTopK, visible), top);
   }
   if (measure) {
-    outputs_[g].topRows(group_rows).noalias() =
+    slot.outputs[g].topRows(group_rows).noalias() =
         weights.topLeftCorner(group_rows, end) * layer_.values.Head(group).topRows(end);
   }
 }
@@ -186,13 +197,16 @@ void FullAttentionStream::ComputeFutureMass() {
       future_mass_group_, group_size_, num_q_heads_);
   future_mass_.assign(static_cast<size_t>(streams),
                       std::vector<double>(static_cast<size_t>(total_len_), 0.0));
+  Slot& slot = workspace_->slots[0];
+  PrepareSlot(slot);
+  slot.block = -1;  // the pass leaves the buffers holding no whole block
   tbb::parallel_for(0, num_groups_, [&](int group) {
-    const RowMatrixXf& weights = weights_[static_cast<size_t>(group)];
+    const RowMatrixXf& weights = slot.weights[static_cast<size_t>(group)];
     for (int64_t block = 0; block < num_blocks(); ++block) {
       const int64_t begin = BlockBegin(block);
       const int64_t end = BlockEnd(block);
       const int64_t rows = end - begin;
-      ComputeGroup(group, begin, end, /*measure=*/false);
+      ComputeGroup(slot, group, begin, end, /*measure=*/false);
       for (int first = 0; first < group_size_; first += future_mass_group_) {
         const int stream = (group * group_size_ + first) / future_mass_group_;
         std::vector<double>& mass = future_mass_[static_cast<size_t>(stream)];
@@ -206,35 +220,51 @@ void FullAttentionStream::ComputeFutureMass() {
       }
     }
   });
-  begin_ = end_ = 0;  // the buffers hold the last block's weights but no logits contract: stale
+}
+
+int64_t FullAttentionStream::BlockOf(int64_t step) const {
+  KVSIM_ASSERT(step >= prompt_len_ && step < total_len_, "step {} is not a decode step of [{}, {})",
+               step, prompt_len_, total_len_);
+  const int64_t past_first = step - prompt_len_ - first_block_steps_;
+  return past_first < 0 ? 0 : 1 + past_first / block_steps_;
 }
 
 void FullAttentionStream::ComputeBlock(int64_t block) {
   KVSIM_ASSERT(block >= 0 && block < num_blocks(), "block {} outside [0, {})", block, num_blocks());
+  Slot& slot = workspace_->slots[block % 2];
+  PrepareSlot(slot);
   const int64_t begin = BlockBegin(block);
   const int64_t end = BlockEnd(block);
+  slot.block = -1;
+  slot.begin = begin;
+  slot.end = end;
   tbb::parallel_for(0, num_groups_,
-                    [&](int group) { ComputeGroup(group, begin, end, /*measure=*/true); });
-  begin_ = begin;
-  end_ = end;
+                    [&](int group) { ComputeGroup(slot, group, begin, end, /*measure=*/true); });
+  slot.block = block;
 }
 
-int64_t FullAttentionStream::RowOf(int q_head, int64_t step) const {
-  KVSIM_ASSERT(q_head >= 0 && q_head < num_q_heads_ && step >= begin_ && step < end_,
-               "no full attention for head {} step {}: the current block is [{}, {})", q_head, step,
-               begin_, end_);
-  return step - begin_;
+const FullAttentionStream::Slot& FullAttentionStream::SlotOf(int q_head, int64_t step) const {
+  const int64_t block = BlockOf(step);
+  const Slot& slot = workspace_->slots[block % 2];
+  KVSIM_ASSERT(q_head >= 0 && q_head < num_q_heads_ && slot.block == block,
+               "no full attention for head {} step {}: its block {} is not computed", q_head, step,
+               block);
+  return slot;
 }
 
 std::span<const float> FullAttentionStream::FullAttention(int q_head, int64_t step) const {
-  RowOf(q_head, step);
-  return {weights_[static_cast<size_t>(q_head / group_size_)].row(GroupRow(q_head, step)).data(),
+  const Slot& slot = SlotOf(q_head, step);
+  return {slot.weights[static_cast<size_t>(q_head / group_size_)]
+              .row(GroupRow(slot, q_head, step))
+              .data(),
           static_cast<size_t>(step + 1)};
 }
 
 std::span<const float> FullAttentionStream::Logits(int q_head, int64_t step) const {
-  RowOf(q_head, step);
-  return {logits_[static_cast<size_t>(q_head / group_size_)].row(GroupRow(q_head, step)).data(),
+  const Slot& slot = SlotOf(q_head, step);
+  return {slot.logits[static_cast<size_t>(q_head / group_size_)]
+              .row(GroupRow(slot, q_head, step))
+              .data(),
           static_cast<size_t>(step + 1)};
 }
 
@@ -247,24 +277,23 @@ std::vector<double> FullAttentionStream::FutureMass(int first_q_head, int num_q_
 }
 
 double FullAttentionStream::TotalMass(int q_head, int64_t step) const {
-  const int64_t r = RowOf(q_head, step);
-  return total_mass_[static_cast<size_t>(q_head) * static_cast<size_t>(buffer_rows_) +
-                     static_cast<size_t>(r)];
+  const Slot& slot = SlotOf(q_head, step);
+  return slot.total_mass[HeadRow(slot, q_head, step)];
 }
 
 Eigen::Map<const Eigen::RowVectorXf> FullAttentionStream::Output(int q_head, int64_t step) const {
-  RowOf(q_head, step);
+  const Slot& slot = SlotOf(q_head, step);
   return Eigen::Map<const Eigen::RowVectorXf>(
-      outputs_[static_cast<size_t>(q_head / group_size_)].row(GroupRow(q_head, step)).data(),
+      slot.outputs[static_cast<size_t>(q_head / group_size_)]
+          .row(GroupRow(slot, q_head, step))
+          .data(),
       head_dim_);
 }
 
 std::span<const int64_t> FullAttentionStream::TopPositions(int q_head, int64_t step) const {
-  const int64_t r = RowOf(q_head, step);
-  const size_t index =
-      (static_cast<size_t>(q_head) * static_cast<size_t>(buffer_rows_) + static_cast<size_t>(r)) *
-      kMaxTopK;
-  return {top_.data() + index, static_cast<size_t>(std::min<int64_t>(kMaxTopK, step + 1))};
+  const Slot& slot = SlotOf(q_head, step);
+  return {slot.top.data() + HeadRow(slot, q_head, step) * kMaxTopK,
+          static_cast<size_t>(std::min<int64_t>(kMaxTopK, step + 1))};
 }
 
 }  // namespace kvsim::analysis

@@ -13,8 +13,14 @@
 // arithmetic, so the same floats), accumulated in double in the order FullCacheAttention uses;
 // FullAttention is available for the block being replayed only.
 //
-// Thread-safety: ComputeBlock parallelises over KV heads (TBB) and must not run concurrently
-// with readers; between calls every accessor may be called concurrently.
+// Two blocks are held at once, in alternating slots, so that a sweep can compute block b + 1
+// while its cells replay block b (the cells' per-step work then fills the cores the GEMMs leave
+// idle). The slots' memory lives in a Workspace that a sweep keeps from layer to layer:
+// first-touching fresh pages costs more than the arithmetic of a short block.
+//
+// Thread-safety: ComputeBlock parallelises over KV heads (TBB). It may run concurrently with
+// readers of the other slot's block (block - 1), never with readers of the block it replaces
+// (block - 2) and never with another ComputeBlock. Readers may run concurrently with each other.
 #include <Eigen/Dense>
 #include <cstdint>
 #include <span>
@@ -29,6 +35,25 @@ namespace kvsim::analysis {
 
 class FullAttentionStream final : public FullCacheReference, public sim::SharedLogits {
  public:
+  // The buffers of one block: per KV group, rows as GroupRow (the group's query heads one after
+  // another, the block's steps each).
+  struct Slot {
+    std::vector<RowMatrixXf> queries;  // [group]: group_size * rows x d, stacked queries
+    std::vector<RowMatrixXf> logits;   // [group]: group_size * rows x T (past the block unused)
+    std::vector<RowMatrixXf> weights;  // [group]: same, zero past each row's step
+    std::vector<RowMatrixXf> outputs;  // [group]: group_size * rows x d
+    std::vector<int64_t> top;          // [q_head][row][kMaxTopK], -1 padded
+    std::vector<double> total_mass;    // [q_head][row]
+    int64_t begin = 0;                 // steps [begin, end) of the block held
+    int64_t end = 0;
+    int64_t block = -1;  // the block held, -1 = none
+  };
+  // Memory for the two slots, reusable by the streams of successive layers (sized up as needed,
+  // never shrunk). Not thread-safe: one stream at a time.
+  struct Workspace {
+    Slot slots[2];
+  };
+
   struct Options {
     // Decode steps per block; 0 = as many as fit in `memory_bytes` (logits + weights), clamped to
     // [kMinBlockSteps, kMaxBlockSteps] and to the decode length.
@@ -45,10 +70,12 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
   static constexpr int64_t kMinBlockSteps = 32;
   static constexpr int64_t kMaxBlockSteps = 256;
 
-  // `layer` must outlive this object.
+  // `layer` must outlive this object, and so must `workspace` when given (else the stream owns
+  // its buffers).
   FullAttentionStream(const traces::LayerTensors& layer,
                       int64_t prompt_len,
-                      const Options& options);
+                      const Options& options,
+                      Workspace* workspace = nullptr);
 
   int64_t block_steps() const { return block_steps_; }
   int64_t num_blocks() const;
@@ -56,7 +83,9 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
     return block == 0 ? prompt_len_ : prompt_len_ + first_block_steps_ + (block - 1) * block_steps_;
   }
   int64_t BlockEnd(int64_t block) const;
-  // Makes block `block`'s steps current (replacing the previous block).
+  // The block that holds decode step `step`.
+  int64_t BlockOf(int64_t step) const;
+  // Makes block `block`'s steps available, replacing block - 2 (see Thread-safety).
   void ComputeBlock(int64_t block);
   // Floating-point operations of one pass over every block (logits and outputs: 4 * Hq * sum of
   // visible positions * d), for benchmarks.
@@ -79,16 +108,23 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
   }
 
  private:
-  // Row of `step` in the current block (asserts it is there).
-  int64_t RowOf(int q_head, int64_t step) const;
-  // Index of (q_head, step)'s row in its KV group's buffers for the current block.
-  int64_t GroupRow(int q_head, int64_t step) const {
-    return (q_head % group_size_) * (end_ - begin_) + (step - begin_);
+  // The slot holding `step`'s block (asserts it is there).
+  const Slot& SlotOf(int q_head, int64_t step) const;
+  // Index of (q_head, step)'s row in its KV group's buffers of `slot`.
+  int64_t GroupRow(const Slot& slot, int q_head, int64_t step) const {
+    return (q_head % group_size_) * (slot.end - slot.begin) + (step - slot.begin);
   }
+  // Index of (q_head, step)'s row in the per-head arrays (top, total_mass) of `slot`.
+  size_t HeadRow(const Slot& slot, int q_head, int64_t step) const {
+    return static_cast<size_t>(q_head) * static_cast<size_t>(buffer_rows_) +
+           static_cast<size_t>(step - slot.begin);
+  }
+  // Sizes `slot` for this layer's blocks (first use only allocates).
+  void PrepareSlot(Slot& slot) const;
   // Logits and softmax weights of KV group `group`'s query heads for steps [begin, end) into the
-  // group's buffers (rows as GroupRow); with `measure`, also their outputs, total masses and top
-  // positions.
-  void ComputeGroup(int group, int64_t begin, int64_t end, bool measure);
+  // group's buffers of `slot` (rows as GroupRow); with `measure`, also their outputs, total
+  // masses and top positions.
+  void ComputeGroup(Slot& slot, int group, int64_t begin, int64_t end, bool measure) const;
   void ComputeFutureMass();
 
   const traces::LayerTensors& layer_;
@@ -103,16 +139,9 @@ class FullAttentionStream final : public FullCacheReference, public sim::SharedL
   int64_t first_block_steps_ = 0;
   int64_t buffer_rows_ = 0;  // rows of the block buffers: the longest block
   int future_mass_group_ = 0;
-  int64_t begin_ = 0;  // current block: steps [begin_, end_)
-  int64_t end_ = 0;
 
-  // Per KV group; rows as GroupRow: the group's query heads one after another, block rows each.
-  std::vector<RowMatrixXf> queries_;  // [group]: group_size * block_steps x d, stacked queries
-  std::vector<RowMatrixXf> logits_;   // [group]: group_size * block_steps x T (past end_ unused)
-  std::vector<RowMatrixXf> weights_;  // [group]: same, zero past each row's step
-  std::vector<RowMatrixXf> outputs_;  // [group]: group_size * block_steps x d
-  std::vector<int64_t> top_;          // [q_head][row][kMaxTopK], -1 padded
-  std::vector<double> total_mass_;    // [q_head][row]
+  Workspace own_workspace_;  // used when no workspace is given
+  Workspace* workspace_;
   std::vector<std::vector<double>> future_mass_;  // [stream of future_mass_group heads][T]
 };
 

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
+#include <tbb/task_group.h>
 
 #include <algorithm>
 #include <chrono>
@@ -231,10 +232,11 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
             ? (plan.options.gqa_mode == sim::GqaMode::kQueryHead ? 1 : trace.shape().GroupSize())
             : 0;
 
+    FullAttentionStream::Workspace stream_workspace;
     for (int l = 0; l < num_layers; ++l) {
       source.Load(l);
       const std::unique_ptr<sim::PrefillAttention> prefill = make_prefill(l);
-      FullAttentionStream full(trace.layer(l), prompt_len, stream_options);
+      FullAttentionStream full(trace.layer(l), prompt_len, stream_options, &stream_workspace);
       std::vector<std::unique_ptr<LayerMetrics>> metrics(static_cast<size_t>(num_cells));
       std::vector<std::unique_ptr<sim::LayerReplay>> replays(static_cast<size_t>(num_cells));
       // The first block is current before any cell starts: policies may read the first decode
@@ -254,12 +256,16 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
         replays[cell] =
             std::make_unique<sim::LayerReplay>(input, layer_policy(c, l), metrics[cell].get());
       });
+      // Block b + 1 is computed while the cells replay block b (the stream holds both): the
+      // cells' per-step work fills the cores between the stream's GEMMs.
       for (int64_t b = 0; b < full.num_blocks(); ++b) {
-        if (b > 0) full.ComputeBlock(b);
         const int64_t last_step = full.BlockEnd(b) - 1;
+        tbb::task_group pipeline;
+        if (b + 1 < full.num_blocks()) pipeline.run([&full, b] { full.ComputeBlock(b + 1); });
         tbb::parallel_for(0, num_cells, [&](int c) {
           replays[static_cast<size_t>(c)]->AdvanceThrough(last_step);
         });
+        pipeline.wait();
       }
       tbb::parallel_for(0, num_cells, [&](int c) {
         const auto cell = static_cast<size_t>(c);

@@ -10,6 +10,7 @@
 //   ii   1 layer, 32768 + 4096: streaming@1024; and 32768 + 8192 to show RSS does not grow
 //   iii  4 layers, 8192 + 8192 (a reasoning-length decode): full and h2o@1024
 //   iv   32 layers, 32768 + 2048: every policy x 8 budgets (after `kvsim stats`); hours here
+//   iv1  case iv on one layer, with the 32-layer estimate (layers run one after another)
 // Speed figures are ratios to the same-run GEMM because the machines are shared; the load
 // average is printed beside them. Prints figures; never asserts on time.
 #include <fmt/core.h>
@@ -256,6 +257,25 @@ class Bench {
     fmt::print("{:<6} sweep / one full replay: {:.2f}\n", "iv", all.wall / one.wall);
   }
 
+  // Case (iv) on one of its 32 layers. Layers are replayed one after another with the same
+  // shape and the same work, so the whole trace takes about 32 times as long, and its peak RSS
+  // is this one's (one layer's tensors and block buffers; the per-cell results are small).
+  void CaseIVOneLayer() {
+    const Shape s{1, 32768, 2048};
+    Flops("iv/32", s);
+    const std::string t = Trace(s);
+    Stats("iv/32", t, s);
+    const RunStats one =
+        Measure("iv/32", "replay full", Replay(t, "full", "1024"), FullPassFlops(s));
+    const RunStats all =
+        Measure("iv/32", "sweep all x 8 budgets",
+                Sweep(t, {"all"}, {"128", "256", "512", "1024", "2048", "4096", "0.25p", "0.5p"}),
+                FullPassFlops(s));
+    fmt::print("{:<6} sweep / one full replay: {:.2f}\n", "iv/32", all.wall / one.wall);
+    fmt::print("{:<6} estimate for all 32 layers: {:.1f} h wall, peak RSS {:.2f} GB\n", "iv/32",
+               32.0 * all.wall / 3600.0, all.peak_rss_gb);
+  }
+
  private:
   std::string kvsim_;
   fs::path workdir_;
@@ -284,7 +304,7 @@ int main(int argc, char** argv) {
       threads = std::atoi(argv[i + 1]);
     else {
       fmt::print(stderr,
-                 "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv] [--workdir DIR] "
+                 "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv,iv1] [--workdir DIR] "
                  "[--threads N]\n",
                  argv[0]);
       return 2;
@@ -303,6 +323,8 @@ int main(int argc, char** argv) {
       bench.CaseII();
     else if (c == "iii")
       bench.CaseIII();
+    else if (c == "iv1")
+      bench.CaseIVOneLayer();
     else if (c == "iv")
       bench.CaseIV();
     else

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/huge_pages.h"
 
 namespace kvsim {
 
@@ -57,7 +58,7 @@ class HeadTensor {
   int heads_ = 0;
   int64_t positions_ = 0;
   int dim_ = 0;
-  std::vector<float> data_;
+  std::vector<float, HugePageAllocator<float>> data_;  // a layer is hundreds of MB
 };
 
 }  // namespace kvsim
