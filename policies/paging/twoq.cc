@@ -12,7 +12,10 @@
 // (libCacheSim admits a ghost hit with Am->get, which could evict a second page if Am were
 // over its target; with a full cache of A1in + Am = C that cannot happen, so one victim per
 // fault, as the engine requires, gives the same counts.)
-// Departs only under step semantics: a pinned candidate is skipped for the next oldest page of
+// Departs in: libCacheSim admits nothing while the A1in target is 0 (TwoQ_can_insert: obj_size
+// <= A1in size), i.e. below C = 4 its 2Q never hits; the engine always admits (into A1in, which
+// is then over its target at once), so classic counts equal libCacheSim's for C >= 4.
+// Under step semantics: a pinned candidate is skipped for the next oldest page of
 // the same queue; if that queue holds only pinned pages, the other queue evicts (A1in victims
 // still enter A1out).
 #include <cstdint>
