@@ -104,8 +104,8 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
   EXPECT_EQ(mrc[0],
             "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
             "competitive_ratio,fetched_bytes,semantics");
-  // 4 streams x 2 modes x 13 policies x 3 sizes.
-  EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 13 * 3);
+  // 4 streams x 2 modes x 14 policies x 3 sizes.
+  EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 14 * 3);
   const auto pred = Lines(dir.File("paging_predictions.csv"));
   EXPECT_EQ(pred[0],
             "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1,semantics");

@@ -1,4 +1,4 @@
-// The libCacheSim paging policies (SIEVE, S3-FIFO, ARC, 2Q): hand-worked sequences with the
+// The libCacheSim paging policies (SIEVE, S3-FIFO, ARC, 2Q, LeCaR): hand-worked sequences with the
 // expected victims, and textbook re-implementations written here over std::list / std::deque
 // (O(k) scans, no shared code with policies/paging/) compared in classic semantics on random
 // Zipf-like sequences; step-semantics runs check that pinned pages are never evicted (the engine
@@ -237,6 +237,78 @@ int64_t TextbookTwoQ(const Pages& requests, int64_t k) {
   return faults;
 }
 
+// LeCaR (LeCaR.c): LRU list, LFU by (count, time the page reached that count), ghosts per
+// expert of floor(k / 2) ids, weights updated on ghost faults. The draw is
+// mt19937_64(seed)() % 100 / 100, made only when the experts disagree (the policy's documented
+// use of the engine seed).
+int64_t TextbookLeCar(const Pages& requests, int64_t k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::list<uint64_t> lru;  // front = most recent
+  std::map<uint64_t, int64_t> count, reached;
+  std::deque<uint64_t> ghost_lru, ghost_lfu;  // front = newest
+  std::map<uint64_t, int64_t> evicted_at;
+  double w_lru = 0.5, w_lfu = 0.5;
+  const double dr = std::pow(0.005, 1.0 / static_cast<double>(k));
+  const auto ghost_cap = static_cast<size_t>(k / 2);
+  int64_t faults = 0, stamp = 0;
+  auto update = [&](double& hit, double& other, int64_t t) {
+    hit = hit * std::exp(-0.45 * std::pow(dr, static_cast<double>(t))) + 1e-10;
+    const double sum = hit + other + 2e-10;
+    hit /= sum;
+    other = (other + 1e-10) / sum;
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const uint64_t p = requests[i];
+    const auto n_req = static_cast<int64_t>(i) + 1;
+    if (Contains(lru, p)) {
+      Erase(lru, p);
+      lru.push_front(p);
+      ++count[p];
+      reached[p] = ++stamp;
+      continue;
+    }
+    ++faults;
+    if (Contains(ghost_lru, p)) {
+      update(w_lru, w_lfu, n_req - evicted_at[p]);
+      Erase(ghost_lru, p);
+    } else if (Contains(ghost_lfu, p)) {
+      update(w_lfu, w_lru, n_req - evicted_at[p]);
+      Erase(ghost_lfu, p);
+    }
+    if (static_cast<int64_t>(lru.size()) == k) {
+      const uint64_t lru_choice = lru.back();
+      uint64_t lfu_choice = lru.front();
+      for (const uint64_t q : lru) {
+        if (count[q] < count[lfu_choice] ||
+            (count[q] == count[lfu_choice] && reached[q] < reached[lfu_choice])) {
+          lfu_choice = q;
+        }
+      }
+      uint64_t victim = lru_choice;
+      std::deque<uint64_t>* ghost = nullptr;
+      if (lru_choice != lfu_choice) {
+        const double r = static_cast<double>(rng() % 100) / 100.0;
+        if (r < w_lru) {
+          ghost = &ghost_lru;
+        } else {
+          victim = lfu_choice;
+          ghost = &ghost_lfu;
+        }
+      }
+      Erase(lru, victim);
+      evicted_at[victim] = n_req;
+      if (ghost != nullptr) {
+        ghost->push_front(victim);
+        while (ghost->size() > ghost_cap) ghost->pop_back();
+      }
+    }
+    lru.push_front(p);
+    count[p] = 1;
+    reached[p] = ++stamp;
+  }
+  return faults;
+}
+
 // Zipf-like: page ranks drawn with P(r) ~ 1 / r^alpha over `pages` pages.
 Pages ZipfRequests(uint64_t seed, int n, int pages, double alpha) {
   std::mt19937_64 rng(seed);
@@ -277,14 +349,49 @@ TEST(LibCacheSimPolicies, MatchTextbookReimplementationsInClassicSemantics) {
   EXPECT_GT(total_faults, 0);
 }
 
+TEST(LibCacheSimPolicies, LeCarMatchesATextbookLeCarDrawingTheSameSeed) {
+  int compared = 0;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    const Pages requests = ZipfRequests(seed + 100, 2500, 80, 0.8);
+    const DenseRequests dense = OneRequestPerStep(Densify(testing::SequenceOf(requests)));
+    for (const int64_t k : {1, 2, 3, 5, 8, 13, 25, 40}) {
+      SCOPED_TRACE("k=" + std::to_string(k) + " seed=" + std::to_string(seed));
+      auto policy = MakePagingPolicy("lecar");
+      ReplayOptions options;
+      options.cache_size = k;
+      options.seed = seed * 7;
+      EXPECT_EQ(Replay(dense, *policy, options).faults, TextbookLeCar(requests, k, seed * 7));
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 6 * 8);
+}
+
+TEST(LibCacheSimPolicies, LeCarIsReproducibleAndSeedDependent) {
+  const DenseRequests dense =
+      OneRequestPerStep(Densify(testing::SequenceOf(ZipfRequests(9, 3000, 120, 0.8))));
+  auto faults = [&](uint64_t seed) {
+    auto policy = MakePagingPolicy("lecar");
+    ReplayOptions options;
+    options.cache_size = 20;
+    options.seed = seed;
+    return Replay(dense, *policy, options).faults;
+  };
+  const int64_t a = faults(3);
+  EXPECT_EQ(faults(3), a);
+  bool differs = false;
+  for (uint64_t seed = 4; seed < 12; ++seed) differs |= faults(seed) != a;
+  EXPECT_TRUE(differs);
+}
+
 TEST(LibCacheSimPolicies, PoliciesDifferFromEachOtherAndFromLru) {
   // Guards against a reference and a policy agreeing because both fell back to plain LRU/FIFO.
   const Pages requests = ZipfRequests(42, 3000, 100, 0.9);
   std::map<std::string, int64_t> faults;
-  for (const char* name : {"lru", "fifo", "sieve", "s3fifo", "arc", "twoq"}) {
+  for (const char* name : {"lru", "fifo", "sieve", "s3fifo", "arc", "twoq", "lecar"}) {
     faults[name] = ReplayClassic(requests, name, 30).faults;
   }
-  for (const char* name : {"sieve", "s3fifo", "arc", "twoq"}) {
+  for (const char* name : {"sieve", "s3fifo", "arc", "twoq", "lecar"}) {
     EXPECT_NE(faults[name], faults["lru"]) << name;
     EXPECT_NE(faults[name], faults["fifo"]) << name;
   }
@@ -370,7 +477,7 @@ TEST(LibCacheSimPolicies, StepSemanticsNeverEvictsPinnedPagesNorBeatsBelady) {
       ReplayOptions opt_options;
       opt_options.cache_size = k;
       const int64_t opt_faults = Replay(dense, *opt, opt_options).faults;
-      for (const char* name : {"sieve", "s3fifo", "arc", "twoq"}) {
+      for (const char* name : {"sieve", "s3fifo", "arc", "twoq", "lecar"}) {
         for (const Mode mode : {Mode::kOffload, Mode::kEvict}) {
           SCOPED_TRACE(std::string(name) + " k=" + std::to_string(k) +
                        " seed=" + std::to_string(seed) + " mode=" + ModeName(mode));
@@ -395,6 +502,7 @@ TEST(LibCacheSimPolicies, AliasesResolveToTheRegisteredNames) {
   EXPECT_EQ(CanonicalPagingPolicyName("TwoQ"), "twoq");
   EXPECT_EQ(CanonicalPagingPolicyName("Sieve"), "sieve");
   EXPECT_EQ(CanonicalPagingPolicyName("ARC"), "arc");
+  EXPECT_EQ(CanonicalPagingPolicyName("LeCaR"), "lecar");
 }
 
 }  // namespace
