@@ -4,6 +4,7 @@
 // bits (paging_predictions.csv). INPUT is a trace (requests extracted on the fly) or a requests
 // file written by `kvsim requests`.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -143,7 +144,13 @@ void RegisterPagingCommand(CLI::App& app) {
   cmd->add_option("--cache-sizes", args->cache_sizes,
                   "cache sizes in pages (default: 1, 2, 4, 8, 16 x the largest step)")
       ->delimiter(',');
-  cmd->add_option("--policies", args->policies, "paging policies (default: all)")->delimiter(',');
+  std::vector<std::string> policy_names;
+  for (const auto& info : paging::PagingPolicies()) policy_names.push_back(info.name);
+  cmd->add_option("--policies", args->policies,
+                  fmt::format("paging policies (default: all): {} (any case; libCacheSim's "
+                              "belady, s3-fifo, 2q accepted)",
+                              fmt::join(policy_names, ", ")))
+      ->delimiter(',');
   cmd->add_option("--semantics", args->semantics,
                   "step (default: a step's pages are pinned together; a page that finds every "
                   "resident page pinned bypasses the cache) or classic (requests served one "

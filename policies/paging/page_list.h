@@ -57,4 +57,13 @@ class PageList {
   std::vector<Node> nodes_;
 };
 
+// The oldest page of `list` that `pins` (anything with IsPinned(page)) does not pin, walking
+// towards the front; list.end() if every page is pinned. O(1) unless pinned pages sit at the back.
+template <class Pins>
+uint32_t OldestUnpinned(const PageList& list, const Pins& pins) {
+  uint32_t page = list.Back();
+  while (page != list.end() && pins.IsPinned(page)) page = list.Newer(page);
+  return page;
+}
+
 }  // namespace kvsim::paging

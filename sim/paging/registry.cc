@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <string>
+#include <utility>
 
 #include "common/error.h"
 
@@ -55,7 +56,12 @@ std::string CanonicalPagingPolicyName(std::string_view name) {
   std::string lower(name);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (lower == "belady") lower = "opt";  // libCacheSim's name for the same algorithm
+  // libCacheSim's names for the same algorithms.
+  static constexpr std::pair<std::string_view, std::string_view> kAliases[] = {
+      {"belady", "opt"}, {"s3-fifo", "s3fifo"}, {"2q", "twoq"}};
+  for (const auto& [alias, registered] : kAliases) {
+    if (lower == alias) lower = std::string(registered);
+  }
   for (const PolicyInfo& info : PagingPolicies()) {
     if (info.name == lower) return lower;
   }

@@ -104,8 +104,8 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
   EXPECT_EQ(mrc[0],
             "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
             "competitive_ratio,fetched_bytes,semantics");
-  // 4 streams x 2 modes x 9 policies x 3 sizes.
-  EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 9 * 3);
+  // 4 streams x 2 modes x 14 policies x 3 sizes.
+  EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 14 * 3);
   const auto pred = Lines(dir.File("paging_predictions.csv"));
   EXPECT_EQ(pred[0],
             "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1,semantics");
@@ -160,10 +160,22 @@ TEST(PagingCli, TakesLibCacheSimNamesAndCreatesTheOutputFolder) {
   ASSERT_EQ(mrc.size(), 3u);
   EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,step");
   EXPECT_EQ(mrc[2], "s,offload,opt,3,7,5,0.7142857142857143,5,1,50,step");
+  // libCacheSim's spellings of SIEVE, S3-FIFO, 2Q and ARC; rows use the registered names.
+  // SIEVE, k = 3: 1 2 3, 1 hits; 4 evicts 2 (1 visited), 2 evicts 3, 5 evicts 4: 6 faults.
+  const auto lcs = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(out) +
+                            " --cache-sizes 3 --policies Sieve,S3-FIFO,2Q,ARC --modes offload" +
+                            " --semantics classic");
+  ASSERT_EQ(lcs.exit_code, 0) << lcs.err;
+  const auto lcs_mrc = Lines(out + "/paging_mrc.csv");
+  ASSERT_EQ(lcs_mrc.size(), 5u);
+  EXPECT_EQ(lcs_mrc[1], "s,offload,sieve,3,7,6,0.8571428571428571,5,1.2,60,classic");
+  EXPECT_EQ(lcs_mrc[2].rfind("s,offload,s3fifo,3,7,", 0), 0u) << lcs_mrc[2];
+  EXPECT_EQ(lcs_mrc[3].rfind("s,offload,twoq,3,7,", 0), 0u) << lcs_mrc[3];
+  EXPECT_EQ(lcs_mrc[4].rfind("s,offload,arc,3,7,", 0), 0u) << lcs_mrc[4];
   const auto unknown = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
-                                ShellQuote(out) + " --policies sieve");
+                                ShellQuote(out) + " --policies sievex");
   EXPECT_EQ(unknown.exit_code, 2);
-  EXPECT_NE(unknown.err.find("unknown paging policy 'sieve'"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("unknown paging policy 'sievex'"), std::string::npos) << unknown.err;
 }
 
 TEST(PagingCli, BadInputExitsTwoNamingItAndLeavesNoOutput) {
