@@ -1,7 +1,12 @@
 // `knorm`: key L2 norm (Devoto et al. 2024, card 11). Low key norm = important: the resident
-// keys with the largest L2 norm go first. No queries, nothing protected (kvpress KnormPress);
-// unlike KVCache-Factory no layers are skipped, so budgets stay comparable. Scores rewritten
-// entries by their current key.
+// keys with the largest L2 norm go first. No queries, nothing protected (kvpress KnormPress).
+// Scores rewritten entries by their current key.
+//
+// Variant `skip_first_layers=N`: layers 0..N-1 keep their whole cache, as KVCache-Factory's
+// L2NormCluster does with its default skip_layers = [0, 1] (pyramidkv/pyramidkv_utils.py,
+// init_l2norm), i.e. N = 2 there. Default 0 (kvpress), so every layer holds the same budget and
+// budgets stay comparable across policies; with N > 0 the skipped layers' memory shows in the
+// results' resident and kv_bytes columns.
 #include <memory>
 
 #include "policies/registry.h"
@@ -12,7 +17,11 @@ namespace {
 
 class KNormPolicy final : public EvictionPolicy {
  public:
+  explicit KNormPolicy(bool skipped) : skipped_(skipped) {}
   std::string_view Name() const override { return "knorm"; }
+  int64_t LayerBudget(const BudgetPlanView& plan) override {
+    return skipped_ ? kUnlimitedTokens : plan.uniform_budget_tokens;
+  }
   void SelectVictims(const EvictionRequest& request,
                      std::span<sim::EvictionDecision> decisions) override {
     for (const StreamView& stream : request.streams) {
@@ -28,14 +37,17 @@ class KNormPolicy final : public EvictionPolicy {
       TakeLowest(candidates, count, &decisions[s].victims);
     }
   }
+
+ private:
+  bool skipped_;  // this layer is one of the first skip_first_layers
 };
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> MakeKNorm(const PolicyParams& params,
-                                          const PolicySetup& /*setup*/) {
+std::unique_ptr<EvictionPolicy> MakeKNorm(const PolicyParams& params, const PolicySetup& setup) {
+  const int64_t skip = params.GetInt("skip_first_layers", 0, 0, 4096);
   params.Validate();
-  return std::make_unique<KNormPolicy>();
+  return std::make_unique<KNormPolicy>(setup.layer < skip);
 }
 
 }  // namespace kvsim::policies

@@ -2,6 +2,13 @@
 // the CURRENT query attends to most, averaged over every query head of the layer, one selection
 // per layer applied to every stream (granularity L; "do not implement it per head", card 3 (h)).
 // After prefill the prompt is cut using the last prompt token's attention row only.
+//
+// Variant `keep_last=true` reproduces kvpress TOVAPress (kvpress/presses/tova_press.py): the
+// newest resident token is never a victim (kvpress pads the last prompt token's score with the
+// maximum + 1, "to make sure the window is not pruned"). kvpress compresses the prompt only; in
+// the bounded regime kvsim applies the same rule at every decode step (the current token stays).
+// Default false: official TOVA (schwartz-lab-NLP/TOVA), where the newest token competes too.
+#include <algorithm>
 #include <memory>
 
 #include "common/error.h"
@@ -13,8 +20,10 @@ namespace {
 
 class TovaPolicy final : public EvictionPolicy {
  public:
-  explicit TovaPolicy(const PolicySetup& setup)
-      : num_q_heads_(setup.shape.q_heads), scores_(static_cast<size_t>(setup.total_len), 0.0f) {}
+  TovaPolicy(const PolicySetup& setup, bool keep_last)
+      : num_q_heads_(setup.shape.q_heads),
+        keep_last_(keep_last),
+        scores_(static_cast<size_t>(setup.total_len), 0.0f) {}
 
   std::string_view Name() const override { return "tova"; }
 
@@ -44,7 +53,10 @@ class TovaPolicy final : public EvictionPolicy {
     const int64_t count = request.min_victims[0];
     std::vector<Candidate> candidates;
     candidates.reserve(static_cast<size_t>(first.cache->size()));
+    int64_t newest = -1;
+    for (const sim::CacheEntry& e : first.cache->entries()) newest = std::max(newest, e.position);
     for (const sim::CacheEntry& e : first.cache->entries()) {
+      if (keep_last_ && e.position == newest) continue;
       candidates.push_back({scores_[static_cast<size_t>(e.position)], e.position});
     }
     std::vector<int64_t> victims;
@@ -58,14 +70,16 @@ class TovaPolicy final : public EvictionPolicy {
 
  private:
   int num_q_heads_;
+  bool keep_last_;
   std::vector<float> scores_;  // [position], this step's head-mean attention
 };
 
 }  // namespace
 
 std::unique_ptr<EvictionPolicy> MakeTova(const PolicyParams& params, const PolicySetup& setup) {
+  const bool keep_last = params.GetBool("keep_last", false);
   params.Validate();
-  return std::make_unique<TovaPolicy>(setup);
+  return std::make_unique<TovaPolicy>(setup, keep_last);
 }
 
 }  // namespace kvsim::policies

@@ -77,8 +77,9 @@ ResidentLog BruteH2O(const traces::Trace& trace, int64_t budget) {
 }
 
 // TOVA card 3: one selection per layer by the current query's attention, mean over all heads;
-// the prompt is cut by the last prompt query's row.
-ResidentLog BruteTova(const traces::Trace& trace, int64_t budget) {
+// the prompt is cut by the last prompt query's row. With `keep_last` (kvpress TOVAPress) the
+// newest resident position is never dropped.
+ResidentLog BruteTova(const traces::Trace& trace, int64_t budget, bool keep_last = false) {
   const int64_t n = trace.meta().prompt_len;
   const int64_t T = trace.meta().total_len;
   const int hq = trace.shape().q_heads;
@@ -95,7 +96,9 @@ ResidentLog BruteTova(const traces::Trace& trace, int64_t budget) {
         for (size_t i = 0; i < keys.size(); ++i) score[keys[i]] += w[i] / hq;
       }
       const int64_t count = static_cast<int64_t>(resident.size()) - budget;
-      if (count > 0) DropLowest(resident, keys, score, count);
+      std::vector<int64_t> candidates = keys;
+      if (keep_last) candidates.pop_back();  // keys are sorted: the newest is last
+      if (count > 0) DropLowest(resident, candidates, score, count);
     };
     score_and_evict(n - 1);
     for (int64_t t = n; t < T; ++t) {
@@ -172,6 +175,28 @@ TEST(Tova, MatchesBruteForceLayerWiseCurrentQuery) {
   }
 }
 
+TEST(Tova, KeepLastVariantNeverDropsTheNewestTokenAsKvpress) {
+  int differing = 0;
+  for (const uint64_t seed : {4, 5, 6}) {
+    const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 64, seed);
+    for (const int64_t budget : {9, 20}) {
+      PolicyParams params;
+      params.Set("keep_last", "true");
+      const ResidentLog kept = ReplayAll(trace, "tova", params, budget);
+      EXPECT_EQ(kept, BruteTova(trace, budget, /*keep_last=*/true))
+          << "seed " << seed << " budget " << budget;
+      // The newest token is resident at every measured step, whatever its score.
+      for (size_t l = 0; l < kept.size(); ++l) {
+        for (size_t i = 0; i < kept[l].size(); ++i) {
+          EXPECT_EQ(kept[l][i][0].back(), 40 + static_cast<int64_t>(i));
+        }
+      }
+      differing += kept != BruteTova(trace, budget) ? 1 : 0;
+    }
+  }
+  EXPECT_GT(differing, 0) << "no case tells the variants apart";
+}
+
 TEST(SnapKv, MatchesBruteForceWindowPoolSelection) {
   sim::ReplayOptions options;
   options.regime = sim::Regime::kPrefill;
@@ -237,6 +262,25 @@ TEST(KNorm, KeepsLowestNormKeys) {
     std::sort(expected.begin(), expected.end());
     EXPECT_EQ(log[0][0][static_cast<size_t>(kv)], expected);
   }
+}
+
+TEST(KNorm, SkipFirstLayersKeepsTheirWholeCacheAsKvcacheFactory) {
+  models::ModelShape shape = TinyShape();
+  shape.layers = 3;
+  const traces::Trace trace = sim::RandomTrace(shape, 30, 36, 11);
+  PolicyParams params;
+  params.Set("skip_first_layers", "2");
+  const ResidentLog skipped = ReplayAll(trace, "knorm", params, 8);
+  const ResidentLog plain = ReplayAll(trace, "knorm", {}, 8);
+  for (size_t l = 0; l < 2; ++l) {
+    for (size_t i = 0; i < skipped[l].size(); ++i) {
+      for (const std::vector<int64_t>& stream : skipped[l][i]) {
+        EXPECT_EQ(stream, Range(0, 30 + static_cast<int64_t>(i) + 1)) << "layer " << l;
+      }
+    }
+    EXPECT_NE(skipped[l], plain[l]);
+  }
+  EXPECT_EQ(skipped[2], plain[2]);  // layers past the skipped ones are untouched
 }
 
 TEST(PyramidKv, GivesLowerLayersMoreWithinTheUniformTotal) {
