@@ -23,6 +23,9 @@ SnapKvOptions ReadSnapKvOptions(const PolicyParams& params,
   }
   static constexpr std::string_view kPools[] = {"max", "avg"};
   options.max_pool = params.GetChoice("pooling", default_max_pool ? "max" : "avg", kPools) == "max";
+  static constexpr std::string_view kOrders[] = {"pool-then-mean", "mean-then-pool"};
+  options.mean_then_pool =
+      params.GetChoice("pool_order", "pool-then-mean", kOrders) == "mean-then-pool";
   return options;
 }
 
@@ -119,9 +122,14 @@ void SnapKvScoring::SelectAfterPrefill(const EvictionRequest& request,
     for (int64_t r = 0; r < window; ++r) {
       for (int64_t j = 0; j < prefix; ++j) v[static_cast<size_t>(j)] += attention(r, j);
     }
+    if (options_.mean_then_pool) {
+      for (int64_t j = 0; j < prefix; ++j) score[static_cast<size_t>(j)] += inv * v[j];
+      continue;
+    }
     const std::vector<double> pooled = Pool1d(v, options_.kernel, options_.max_pool);
     for (int64_t j = 0; j < prefix; ++j) score[static_cast<size_t>(j)] += inv * pooled[j];
   }
+  if (options_.mean_then_pool) score = Pool1d(score, options_.kernel, options_.max_pool);
   std::vector<Candidate> candidates;
   candidates.reserve(static_cast<size_t>(prefix));
   for (int64_t j = 0; j < prefix; ++j) candidates.push_back({score[static_cast<size_t>(j)], j});

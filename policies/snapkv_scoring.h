@@ -7,7 +7,11 @@
 // queries pay it, v_h[j] = sum_{i in window} A_h[i, j], pooled along positions (stride 1,
 // padding kernel/2; avg counts the zero padding, max pads with -inf, card section 0 "Pooling"),
 // then averaged over the stream's query heads (pool per head, then group mean, as kvpress does
-// after SnapKV issue #22); the top B - w prefix tokens survive.
+// after SnapKV issue #22); the top B - w prefix tokens survive. Parameter
+// `pool_order=mean-then-pool` averages the group's window sums first and pools the mean, as
+// KVCache-Factory's kv_head path does (_grouped_window_attn_cache in pyramidkv_utils.py, group
+// reduction 'mean' before pooling). With avg pooling the two orders rank alike (both linear);
+// with max pooling they differ. In query-head GQA mode a stream has one head: no difference.
 //
 // Regime::kBounded decode steps (a kvsim extension: SnapKV itself never evicts during decode):
 // score = sum of the group-mean attention each resident token received from the last `window`
@@ -26,9 +30,10 @@ struct SnapKvOptions {
   int64_t window = 32;
   int64_t kernel = 7;  // odd
   bool max_pool = true;
+  bool mean_then_pool = false;  // pool_order: KVCache-Factory kv_head (true) or kvpress (false)
 };
 
-// Reads window / kernel / pooling with the given defaults. Throws InputError for bad values.
+// Reads window / kernel / pooling / pool_order with the given defaults. Throws InputError for bad values.
 SnapKvOptions ReadSnapKvOptions(const PolicyParams& params,
                                 int64_t default_window,
                                 int64_t default_kernel,

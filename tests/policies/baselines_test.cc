@@ -113,10 +113,12 @@ ResidentLog BruteTova(const traces::Trace& trace, int64_t budget, bool keep_last
 
 // SnapKV card 4, prefill regime: window w, per-head window column sums, max-pool kernel k
 // (padding k/2, -inf), group mean, keep the top B - w prefix tokens plus the window; then grow.
+// With `mean_then_pool` (KVCache-Factory kv_head) the group mean of the sums is pooled instead.
 ResidentLog BruteSnapKvPrefill(const traces::Trace& trace,
                                int64_t budget,
                                int64_t window,
-                               int64_t kernel) {
+                               int64_t kernel,
+                               bool mean_then_pool = false) {
   const int64_t n = trace.meta().prompt_len;
   const int64_t T = trace.meta().total_len;
   const int g = trace.shape().GroupSize();
@@ -127,6 +129,15 @@ ResidentLog BruteSnapKvPrefill(const traces::Trace& trace,
       const int64_t prefix = n - window;
       std::map<int64_t, double> score;
       for (int64_t j = 0; j < prefix; ++j) score[j] = 0.0;
+      const auto max_pool = [&](const std::vector<double>& v, int64_t j) {
+        double m = -1e300;
+        for (int64_t i = std::max<int64_t>(0, j - kernel / 2);
+             i <= std::min<int64_t>(prefix - 1, j + kernel / 2); ++i) {
+          m = std::max(m, v[static_cast<size_t>(i)]);
+        }
+        return m;
+      };
+      std::vector<double> mean(static_cast<size_t>(prefix), 0.0);
       for (int h = kv * g; h < kv * g + g; ++h) {
         std::vector<double> v(static_cast<size_t>(prefix), 0.0);
         for (int64_t i = n - window; i < n; ++i) {
@@ -135,13 +146,12 @@ ResidentLog BruteSnapKvPrefill(const traces::Trace& trace,
             v[static_cast<size_t>(j)] += w[static_cast<size_t>(j)];
         }
         for (int64_t j = 0; j < prefix; ++j) {
-          double m = -1e300;
-          for (int64_t i = std::max<int64_t>(0, j - kernel / 2);
-               i <= std::min<int64_t>(prefix - 1, j + kernel / 2); ++i) {
-            m = std::max(m, v[static_cast<size_t>(i)]);
-          }
-          score[j] += m / g;
+          score[j] += max_pool(v, j) / g;
+          mean[static_cast<size_t>(j)] += v[static_cast<size_t>(j)] / g;
         }
+      }
+      if (mean_then_pool) {
+        for (int64_t j = 0; j < prefix; ++j) score[j] = max_pool(mean, j);
       }
       std::set<int64_t> resident;
       for (int64_t j = 0; j < n; ++j) resident.insert(j);
@@ -211,6 +221,26 @@ TEST(SnapKv, MatchesBruteForceWindowPoolSelection) {
           << "seed " << seed << " budget " << budget;
     }
   }
+}
+
+TEST(SnapKv, MeanThenPoolVariantMatchesKvcacheFactoryKvHeadOrder) {
+  sim::ReplayOptions options;
+  options.regime = sim::Regime::kPrefill;
+  PolicyParams params;
+  params.Set("window", "6");
+  params.Set("kernel", "5");
+  params.Set("pool_order", "mean-then-pool");
+  int differing = 0;
+  for (const uint64_t seed : {6, 7, 8}) {
+    const traces::Trace trace = sim::RandomTrace(TinyShape(), 50, 60, seed);
+    for (const int64_t budget : {12, 30}) {
+      const ResidentLog variant = ReplayAll(trace, "snapkv", params, budget, options);
+      EXPECT_EQ(variant, BruteSnapKvPrefill(trace, budget, 6, 5, /*mean_then_pool=*/true))
+          << "seed " << seed << " budget " << budget;
+      differing += variant != BruteSnapKvPrefill(trace, budget, 6, 5) ? 1 : 0;
+    }
+  }
+  EXPECT_GT(differing, 0) << "no case tells the pooling orders apart";
 }
 
 TEST(SnapKv, ProtectsObservationWindowInBoundedDecode) {
