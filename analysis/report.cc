@@ -151,6 +151,32 @@ std::string SummaryTable(const CsvTable& table, std::string_view metric, std::st
   return html + "</table>\n";
 }
 
+// The `all` rows whose victims were decided by a tie more than 1% of the time: their numbers
+// depend on the tie rule (issue 13), so the report names them. Empty if none or no column.
+std::string TieSensitiveCells(const CsvTable& table) {
+  if (!table.HasColumn("tie_share")) return "";
+  const std::size_t tie = table.Column("tie_share");
+  const std::size_t layer = table.Column("layer");
+  std::string rows;
+  for (std::size_t r = 0; r < table.num_rows(); ++r) {
+    if (table.Text(r, layer) != "all") continue;
+    const std::optional<double> share = table.OptionalNumber(r, tie);
+    if (!share || *share <= 0.01) continue;
+    rows += "<tr>";
+    for (const char* column : {"trace", "policy", "params", "budget"}) {
+      rows += fmt::format("<td>{}</td>", Escape(table.Text(r, table.Column(column))));
+    }
+    rows += fmt::format("<td>{:.1f}%</td></tr>\n", 100.0 * *share);
+  }
+  if (rows.empty()) return "";
+  return "<h3>Cells decided by ties</h3>\n<p>In these cells more than 1% of the victims were "
+         "chosen among equal scores, so the tie rule decides part of the result: rerun them with "
+         "<code>--ties oldest</code> or <code>--ties random</code> to see the spread.</p>\n"
+         "<table class=\"summary\">\n<tr><th>trace</th><th>policy</th><th>params</th>"
+         "<th>budget</th><th>victims decided by a tie</th></tr>\n" +
+         rows + "</table>\n";
+}
+
 constexpr std::string_view kStyle = R"(<style>
 body { font-family: sans-serif; max-width: 1240px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -243,6 +269,7 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
     summaries += SummaryTable(table, "rel_l2_error_mean",
                               "Relative L2 error of the attention output (mean)");
     summaries += SummaryTable(table, "top8_recall_mean", "Top-8 recall (mean)");
+    summaries += TieSensitiveCells(table);
   }
   if (!summaries.empty()) html += "<h2>Summary</h2>\n" + summaries;
 

@@ -14,8 +14,9 @@ const std::vector<std::string>& ResultTable::Header() {
       }
     }
     for (const int k : kTopK) h.push_back("top" + std::to_string(k) + "_recall_mean");
-    for (const char* c : {"resident_tokens_mean", "resident_tokens_peak", "kv_bytes_mean",
-                          "kv_bytes_peak", "mass_recall_worst_layer_mean", "worst_layer"}) {
+    for (const char* c :
+         {"resident_tokens_mean", "resident_tokens_peak", "kv_bytes_mean", "kv_bytes_peak",
+          "mass_recall_worst_layer_mean", "worst_layer", "ranked_victims", "tie_share"}) {
       h.emplace_back(c);
     }
     return h;
@@ -47,6 +48,8 @@ std::vector<std::string> ResultTable::Fields(const ResultRow& row) {
   f.push_back(N::Number(static_cast<double>(row.kv_bytes_peak)));
   f.push_back(N::Number(row.mass_recall_worst_layer_mean));
   f.push_back(row.worst_layer);
+  f.push_back(N::Number(static_cast<double>(row.ranked_victims)));
+  f.push_back(N::Number(row.tie_share()));
   return f;
 }
 

@@ -31,6 +31,15 @@ struct ResultRow {
   // budgets raise the layer mean while the worst layer drops). On a layer row: its own.
   double mass_recall_worst_layer_mean = 0.0;
   std::string worst_layer;
+  // Victims ranked by score, and the share of them a tie at the selection boundary decided
+  // (sim::LayerReplayResult::tie_victims / ranked_victims; 0 when nothing was ranked).
+  int64_t ranked_victims = 0;
+  int64_t tie_victims = 0;
+  double tie_share() const {
+    return ranked_victims > 0
+               ? static_cast<double>(tie_victims) / static_cast<double>(ranked_victims)
+               : 0.0;
+  }
 };
 
 class ResultTable {

@@ -76,12 +76,13 @@ SweepPlan ReadSweepFile(const std::filesystem::path& path) {
     ThrowInputError("{}:{}:{}: not valid TOML: {}", path.string(), e.source().begin.line,
                     e.source().begin.column, e.description());
   }
-  static const std::vector<std::string_view> kKeys = {
-      "traces", "budgets", "regime", "gqa", "evict", "seed", "threads", "policies", "policy"};
+  static const std::vector<std::string_view> kKeys = {"traces",   "budgets", "regime", "gqa",
+                                                      "evict",    "ties",    "seed",   "threads",
+                                                      "policies", "policy"};
   for (const auto& [key, value] : root) {
     if (std::find(kKeys.begin(), kKeys.end(), key.str()) == kKeys.end()) {
       ThrowInputError(
-          "{}: unknown key '{}': expected one of traces, budgets, regime, gqa, evict, "
+          "{}: unknown key '{}': expected one of traces, budgets, regime, gqa, evict, ties, "
           "seed, threads, policies, [[policy]]",
           path.string(), key.str());
     }
@@ -106,6 +107,7 @@ SweepPlan ReadSweepFile(const std::filesystem::path& path) {
   const std::string context = path.string();
   if (auto v = text("regime")) plan.options.regime = sim::ParseRegime(*v, context + ": regime");
   if (auto v = text("gqa")) plan.options.gqa_mode = sim::ParseGqaMode(*v, context + ": gqa");
+  if (auto v = text("ties")) plan.options.ties = sim::ParseTieRule(*v, context + ": ties");
   if (auto v = text("evict")) {
     plan.options.timing = sim::ParseEvictTiming(*v, context + ": evict");
   }
@@ -181,6 +183,7 @@ void WriteSweepOutputs(const std::filesystem::path& dir,
   meta["regime"] = sim::RegimeName(plan.options.regime);
   meta["gqa"] = sim::GqaModeName(plan.options.gqa_mode);
   meta["evict"] = sim::EvictTimingName(plan.options.timing);
+  meta["ties"] = sim::TieRuleName(plan.options.ties);
   meta["seed"] = plan.options.seed;
   meta["threads"] = plan.EffectiveThreads();
   meta["wall_seconds"] = result.wall_seconds;

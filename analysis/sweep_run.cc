@@ -113,6 +113,8 @@ ResultRow LayerRow(
   row.kv_bytes_peak = out.replay.ledger.PeakBytes(layer, sim::MemoryLedger::kKvCategories).bytes;
   row.mass_recall_worst_layer_mean = row.mass_recall.mean;
   row.worst_layer = row.layer;
+  row.ranked_victims = out.replay.ranked_victims;
+  row.tie_victims = out.replay.tie_victims;
   return row;
 }
 
@@ -307,6 +309,8 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
       resident_sum += row.resident_tokens_mean;
       all.steps = row.steps;
       all.resident_tokens_peak = std::max(all.resident_tokens_peak, row.resident_tokens_peak);
+      all.ranked_victims += row.ranked_victims;
+      all.tie_victims += row.tie_victims;
       if (l == 0 || row.mass_recall.mean < all.mass_recall_worst_layer_mean) {
         all.mass_recall_worst_layer_mean = row.mass_recall.mean;  // ties: the lowest layer
         all.worst_layer = row.layer;

@@ -68,7 +68,9 @@ nlohmann::json EncodeRow(const ResultRow& row) {
           {"kv_bytes_mean", EncodeDouble(row.kv_bytes_mean)},
           {"kv_bytes_peak", row.kv_bytes_peak},
           {"mass_recall_worst_layer_mean", EncodeDouble(row.mass_recall_worst_layer_mean)},
-          {"worst_layer", row.worst_layer}};
+          {"worst_layer", row.worst_layer},
+          {"ranked_victims", row.ranked_victims},
+          {"tie_victims", row.tie_victims}};
 }
 
 ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
@@ -98,6 +100,8 @@ ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
   row.kv_bytes_peak = node.at("kv_bytes_peak").get<int64_t>();
   row.mass_recall_worst_layer_mean = DecodeDouble(node.at("mass_recall_worst_layer_mean"), what);
   row.worst_layer = node.at("worst_layer").get<std::string>();
+  row.ranked_victims = node.at("ranked_victims").get<int64_t>();
+  row.tie_victims = node.at("tie_victims").get<int64_t>();
   return row;
 }
 
@@ -250,6 +254,7 @@ nlohmann::json SweepFingerprint(const SweepPlan& plan) {
           {"regime", sim::RegimeName(plan.options.regime)},
           {"gqa", sim::GqaModeName(plan.options.gqa_mode)},
           {"evict", sim::EvictTimingName(plan.options.timing)},
+          {"ties", sim::TieRuleName(plan.options.ties)},
           {"seed", plan.options.seed},
           {"prefill_block", plan.options.prefill_block},
           {"share_logits", plan.share_logits},

@@ -22,6 +22,7 @@ struct ReplayArgs {
   std::string regime = "bounded";
   std::string gqa = "kv-head";
   std::string evict = "after-attend";
+  std::string ties = "newest";
   uint64_t seed = 0;
   int64_t prefill_block = 0;
   int threads = 0;
@@ -44,6 +45,7 @@ void RunReplay(const ReplayArgs& args) {
   plan.options.gqa_mode = sim::ParseGqaMode(args.gqa, "--gqa");
   plan.options.timing = sim::ParseEvictTiming(args.evict, "--evict");
   plan.options.seed = args.seed;
+  plan.options.ties = sim::ParseTieRule(args.ties, "--ties");
   if (args.prefill_block < 0) {
     ThrowInputError("--prefill-block {} is negative: expected 0 (whole prompt) or a block size",
                     args.prefill_block);
@@ -70,6 +72,12 @@ void RunReplay(const ReplayArgs& args) {
                Fixed(row.top_recall_mean[0], 3), Fixed(row.top_recall_mean[1], 3),
                Fixed(row.resident_tokens_mean, 1), row.kv_bytes_peak);
   }
+  const analysis::ResultRow& all = rows.back();
+  if (all.ranked_victims > 0) {
+    fmt::print("ties decided {} of {} ranked victims ({:.2f}%, rule '{}'){}\n", all.tie_victims,
+               all.ranked_victims, 100.0 * all.tie_share(), args.ties,
+               all.tie_share() > 0.01 ? ": the result depends on the tie rule, try --ties" : "");
+  }
   fmt::print("wall time {:.2f} s\n", result.wall_seconds);
   if (!args.csv.empty()) result.table.WriteCsv(args.csv);
   if (!args.memory_csv.empty()) analysis::WriteMemoryCsv(args.memory_csv, result.ledgers.at(0));
@@ -91,6 +99,11 @@ void RegisterReplayCommand(CLI::App& app) {
   cmd->add_option("--gqa", args->gqa, "kv-head (group mean) or query-head (repeat_kv)")
       ->capture_default_str();
   cmd->add_option("--evict", args->evict, "after-attend or before-attend")->capture_default_str();
+  cmd->add_option("--ties", args->ties,
+                  "how equal scores are ordered at a selection boundary: newest (default: the "
+                  "newer position stays), oldest, or random (seeded); the tie_share column says "
+                  "how many victims a tie decided")
+      ->capture_default_str();
   cmd->add_option("--seed", args->seed, "base seed (random policies)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

@@ -32,6 +32,7 @@ struct SweepArgs {
   std::string regime;
   std::string gqa;
   std::string evict;
+  std::string ties;
   int64_t seed = -1;
   int64_t prefill_block = -1;
   int threads = -1;
@@ -55,6 +56,7 @@ std::string CommandLine(const SweepArgs& args) {
   add("--regime", args.regime);
   add("--gqa", args.gqa);
   add("--evict", args.evict);
+  add("--ties", args.ties);
   if (args.seed >= 0) add("--seed", std::to_string(args.seed));
   if (args.prefill_block >= 0) add("--prefill-block", std::to_string(args.prefill_block));
   if (args.threads >= 0) add("--threads", std::to_string(args.threads));
@@ -124,6 +126,7 @@ void RunSweepCommand(const SweepArgs& args) {
   if (!args.regime.empty()) plan.options.regime = sim::ParseRegime(args.regime, "--regime");
   if (!args.gqa.empty()) plan.options.gqa_mode = sim::ParseGqaMode(args.gqa, "--gqa");
   if (!args.evict.empty()) plan.options.timing = sim::ParseEvictTiming(args.evict, "--evict");
+  if (!args.ties.empty()) plan.options.ties = sim::ParseTieRule(args.ties, "--ties");
   if (args.seed >= 0) plan.options.seed = static_cast<uint64_t>(args.seed);
   if (args.prefill_block >= 0) plan.options.prefill_block = args.prefill_block;
   if (args.threads >= 0) plan.threads = args.threads;
@@ -195,6 +198,10 @@ void RegisterSweepCommand(CLI::App& app) {
   cmd->add_option("--regime", args->regime, "bounded (default) or prefill");
   cmd->add_option("--gqa", args->gqa, "kv-head (default) or query-head");
   cmd->add_option("--evict", args->evict, "after-attend (default) or before-attend");
+  cmd->add_option("--ties", args->ties,
+                  "how equal scores are ordered at a selection boundary: newest (default: the "
+                  "newer position stays), oldest, or random (seeded); the tie_share column says "
+                  "how many victims a tie decided");
   cmd->add_option("--seed", args->seed, "base seed (default 0)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--prefill-block", args->prefill_block,
                   "prefill in blocks of N tokens, evicting after each (EpiCache); default whole "

@@ -1,11 +1,13 @@
 #pragma once
 // Small helpers shared by policy implementations: ranking candidates into victims and reducing a
-// stream's attention over its query heads. Deterministic: ties break by position.
+// stream's attention over its query heads. Deterministic: equal scores are ordered by the tie
+// rule of the sim::SelectionScope the call runs in (by default the older position goes first).
 #include <Eigen/Dense>
 #include <cstdint>
 #include <vector>
 
 #include "policies/eviction_policy.h"
+#include "sim/selection_scope.h"
 
 namespace kvsim::policies {
 
@@ -14,8 +16,8 @@ struct Candidate {
   int64_t position = 0;
 };
 
-// Appends to `victims` the `count` candidates with the lowest score; among equal scores the
-// older (smaller) position goes first. Reorders `candidates`. REQUIRES count <= size.
+// Appends to `victims` the `count` candidates with the lowest score; equal scores in the order
+// of the current tie rule. Reorders `candidates`. REQUIRES count <= size.
 void TakeLowest(std::vector<Candidate>& candidates, int64_t count, std::vector<int64_t>* victims);
 
 // Per resident slot of `stream`: the mean of its query heads' attention weights (the GQA group

@@ -104,4 +104,24 @@ EvictTiming ParseEvictTiming(std::string_view text, std::string_view context) {
       context, text);
 }
 
+const char* TieRuleName(TieRule rule) {
+  switch (rule) {
+    case TieRule::kKeepNewest:
+      return "newest";
+    case TieRule::kKeepOldest:
+      return "oldest";
+    case TieRule::kRandom:
+      return "random";
+  }
+  return "?";
+}
+
+TieRule ParseTieRule(std::string_view text, std::string_view context) {
+  if (text == "newest") return TieRule::kKeepNewest;
+  if (text == "oldest") return TieRule::kKeepOldest;
+  if (text == "random") return TieRule::kRandom;
+  ThrowInputError("{}: tie rule '{}' is not valid: expected 'newest', 'oldest' or 'random'",
+                  context, text);
+}
+
 }  // namespace kvsim::sim

@@ -58,12 +58,21 @@ enum class EvictTiming { kAfterAttend, kBeforeAttend };
 const char* EvictTimingName(EvictTiming timing);  // "after-attend" / "before-attend"
 EvictTiming ParseEvictTiming(std::string_view text, std::string_view context);
 
+// How a score-ranked selection orders candidates whose scores are equal (issue 13: SnapKV's max
+// pooling makes flat runs of equal scores, and the reference codes' torch.topk leaves their order
+// unspecified). kKeepNewest (default): the older position goes first, the newer stays;
+// kKeepOldest: the reverse; kRandom: a seeded pseudo-random order per (layer, step).
+enum class TieRule { kKeepNewest, kKeepOldest, kRandom };
+const char* TieRuleName(TieRule rule);  // "newest" / "oldest" / "random"
+TieRule ParseTieRule(std::string_view text, std::string_view context);
+
 // Replay knobs of one sweep cell.
 struct ReplayOptions {
   Regime regime = Regime::kBounded;
   GqaMode gqa_mode = GqaMode::kKvHead;
   EvictTiming timing = EvictTiming::kAfterAttend;
   uint64_t seed = 0;  // base seed; policies derive theirs from (seed, layer, stream)
+  TieRule ties = TieRule::kKeepNewest;
   // Tokens per prefill block; 0 = the whole prompt as one block. With blocks, the prompt is
   // admitted block by block with an evict phase after each (EpiCache's block-wise prefill,
   // memory-and-paging.md card 1), and conversation turns that start inside the prompt also

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "sim/selection_scope.h"
 
 namespace kvsim::sim {
 
@@ -151,6 +152,8 @@ class LayerRun {
     const int64_t samples = result_.steps * num_streams_;
     result_.resident_tokens_mean =
         samples == 0 ? 0.0 : resident_sum_ / static_cast<double>(samples);
+    result_.ranked_victims = tally_.victims;
+    result_.tie_victims = tally_.tie_victims;
     return std::move(result_);
   }
 
@@ -341,7 +344,14 @@ class LayerRun {
                                             .min_victims = min_victims_,
                                             .queries = policies::QueryHistory(layer_.queries, step),
                                             .prefill = in_.prefill};
-    policy_.SelectVictims(request, decisions_);
+    {
+      // Ties order by the cell's rule; a random order is fixed per (seed, layer, step).
+      const uint64_t tie_seed = in_.options.seed * 0x9e3779b97f4a7c15ULL ^
+                                static_cast<uint64_t>(in_.layer) * 0xc2b2ae3d27d4eb4fULL ^
+                                static_cast<uint64_t>(step);
+      const SelectionScope scope(in_.options.ties, tie_seed, &tally_);
+      policy_.SelectVictims(request, decisions_);
+    }
     for (int s = 0; s < num_streams_; ++s) {
       const EvictionDecision& d = decisions_[static_cast<size_t>(s)];
       KVSIM_ASSERT(
@@ -465,6 +475,7 @@ class LayerRun {
   std::map<int32_t, std::pair<int64_t, std::string>> arrival_roles_;  // turn -> first pos, role
   double resident_sum_ = 0.0;
   LayerReplayResult result_;
+  SelectionTally tally_;
 };
 
 LayerReplay::LayerReplay(const LayerReplayInput& input,

@@ -92,6 +92,10 @@ struct LayerReplayResult {
   // the largest over steps and streams.
   double resident_tokens_mean = 0.0;
   int64_t resident_tokens_peak = 0;
+  // Victims the policy ranked by score (TakeLowest) over the replay, and how many of them a tie
+  // at the selection boundary decided (sim::SelectionTally).
+  int64_t ranked_victims = 0;
+  int64_t tie_victims = 0;
   // Memory of this layer by category over time (see MemoryLedger). kv_full is sampled once per
   // decode step at the step's high-water mark and once after prefill compression; the prompt's
   // K/V that existed only during prefill is prefill_transient. With several prefill blocks, one

@@ -87,6 +87,24 @@ TEST(Report, IsOneSelfContainedPageWithTablesFiguresAndMetadata) {
   for (const auto& name : dir.Entries()) EXPECT_THAT(name, Not(HasSubstr(".tmp")));
 }
 
+TEST(Report, NamesTheCellsWhoseVictimsTiesDecided) {
+  testing::TempDir dir;
+  const std::string header = std::string(kSweepHeader, std::string(kSweepHeader).size() - 1) +
+                             ",mass_recall_worst_layer_mean,worst_layer,ranked_victims,tie_share\n";
+  WriteFileAtomically(dir.path() / "sweep.csv",
+                      header +
+                          "a.h5,snapkv,,64,64,bounded,all,9,0.5,,,,0.2,,,,,,,,,0.4,,,,,,0.5,0,"
+                          "200,0.125\n"
+                          "a.h5,h2o,,64,64,bounded,all,9,0.6,,,,0.2,,,,,,,,,0.4,,,,,,0.6,0,"
+                          "200,0.005\n");
+  const auto out = dir.path() / "report.html";
+  WriteReport(CollectReportInputs({dir.path().string()}), out);
+  const std::string html = ReadFileToString(out);
+  EXPECT_THAT(html, HasSubstr("Cells decided by ties"));
+  EXPECT_THAT(html, HasSubstr("<td>snapkv</td><td></td><td>64</td><td>12.5%</td>"));
+  EXPECT_THAT(html, Not(HasSubstr("<td>h2o</td><td></td><td>64</td>")));  // 0.5% is below 1%
+}
+
 TEST(Report, SameInputsGiveTheSamePage) {
   testing::TempDir dir;
   WriteResults(dir.path());

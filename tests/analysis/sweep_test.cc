@@ -104,6 +104,41 @@ TEST(Sweep, AllRowCarriesTheWorstLayersRecall) {
   }
 }
 
+// SnapKV's max pooling copies a window sum onto its neighbours, so equal scores straddle the
+// selection boundary: the tie_share column counts those victims, and only cells with ties change
+// when the tie rule does.
+TEST(Sweep, TieShareFlagsTheCellsWhoseResultTheTieRuleDecides) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 60, 64, 23);
+  SweepPlan plan;
+  plan.policies = {{"snapkv", {}}, {"h2o", {}}};
+  for (const char* b : {"12", "20", "33", "45"}) plan.budgets.push_back(sim::Budget::Parse(b, "t"));
+  plan.options.regime = sim::Regime::kPrefill;
+  const SweepResult newest = RunSweepOnTrace(plan, trace, "t.h5");
+  plan.options.ties = sim::TieRule::kKeepOldest;
+  const SweepResult oldest = RunSweepOnTrace(plan, trace, "t.h5");
+  const std::vector<ResultRow>& a = newest.table.rows();
+  const std::vector<ResultRow>& b = oldest.table.rows();
+  ASSERT_EQ(a.size(), b.size());
+  int tied_rows = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_GT(a[i].ranked_victims, 0) << a[i].policy << " " << a[i].budget << " " << a[i].layer;
+    EXPECT_EQ(a[i].ranked_victims, b[i].ranked_victims);
+    if (a[i].tie_victims == 0 && b[i].tie_victims == 0) {
+      EXPECT_EQ(a[i].mass_recall.mean, b[i].mass_recall.mean) << a[i].policy << " " << a[i].budget;
+      continue;
+    }
+    ++tied_rows;
+    EXPECT_GT(a[i].tie_share(), 0.0);
+    EXPECT_LE(a[i].tie_share(), 1.0);
+  }
+  EXPECT_GT(tied_rows, 0) << "no cell has a tie at its boundary: the test cannot tell";
+  bool some_differ = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    some_differ |= a[i].tie_victims > 0 && a[i].mass_recall.mean != b[i].mass_recall.mean;
+  }
+  EXPECT_TRUE(some_differ) << "the tie rule changed no tied cell";
+}
+
 TEST(Sweep, WritesCsvAndJsonMetadata) {
   const traces::Trace trace = sim::RandomTrace(TinyShape(), 20, 24, 19);
   testing::TempDir dir;
