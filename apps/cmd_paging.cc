@@ -1,8 +1,8 @@
 // `kvsim paging INPUT`: paging-theory experiments on request streams (sim/paging/README.md):
 // faults per policy over cache sizes in offload and pure-eviction mode beside the offline
 // optimum (paging_mrc.csv), and the prediction policies' faults against the error rate of their
-// bits (paging_predictions.csv). INPUT is a trace (requests extracted on the fly) or a requests
-// file written by `kvsim requests`.
+// bits (paging_predictions.csv). INPUT is a trace (requests extracted on the fly), a requests
+// file written by `kvsim requests`, or one stream in libCacheSim's csv, oracleGeneral or txt.
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "sim/paging/experiment.h"
 #include "sim/paging/extract.h"
+#include "sim/paging/input_formats.h"
 #include "sim/paging/registry.h"
 
 namespace kvsim::apps {
@@ -23,6 +24,7 @@ namespace {
 
 struct PagingArgs {
   std::string input;
+  std::string input_format = "auto";
   std::string out_dir = ".";
   std::vector<int64_t> cache_sizes;
   std::vector<std::string> policies;
@@ -77,7 +79,8 @@ void Run(const PagingArgs& args) {
   options.seeds = args.seeds;
   options.seed = args.seed;
 
-  std::vector<paging::RequestSequence> streams = paging::LoadRequestStreams(args.input, extract);
+  std::vector<paging::RequestSequence> streams = paging::LoadPagingInput(
+      args.input, paging::ParseInputFormat(args.input_format, "--input-format"), extract);
   if (!args.stream_names.empty()) {
     std::vector<paging::RequestSequence> chosen;
     for (const std::string& name : args.stream_names) {
@@ -136,8 +139,15 @@ void RegisterPagingCommand(CLI::App& app) {
   auto args = std::make_shared<PagingArgs>();
   CLI::App* cmd = app.add_subcommand(
       "paging", "Paging experiments: miss-ratio curves vs the offline optimum, predictions.");
-  cmd->add_option("input", args->input, "trace (HDF5) or requests file (`kvsim requests`)")
+  cmd->add_option("input", args->input,
+                  "trace (HDF5), requests file (`kvsim requests`), or one stream as libCacheSim "
+                  "csv, oracleGeneral or txt")
       ->required();
+  cmd->add_option("--input-format", args->input_format,
+                  "auto (default: kvsim header / HDF5 signature, else *.csv -> csv, "
+                  "*oracleGeneral* -> oracleGeneral, *.txt -> txt), trace, requests, csv, "
+                  "oracleGeneral or txt")
+      ->capture_default_str();
   cmd->add_option("-o,--out-dir", args->out_dir,
                   "directory for paging_mrc.csv (and paging_predictions.csv)")
       ->capture_default_str();
