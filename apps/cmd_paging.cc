@@ -14,6 +14,7 @@
 
 #include "apps/command.h"
 #include "common/error.h"
+#include "sim/paging/cache_size.h"
 #include "sim/paging/experiment.h"
 #include "sim/paging/extract.h"
 #include "sim/paging/input_formats.h"
@@ -26,9 +27,10 @@ struct PagingArgs {
   std::string input;
   std::string input_format = "auto";
   std::string out_dir = ".";
-  std::vector<int64_t> cache_sizes;
+  std::vector<std::string> cache_sizes;
+  std::string prefix = "paging";
   std::vector<std::string> policies;
-  std::vector<std::string> modes{"offload", "evict"};
+  std::vector<std::string> modes{"offload"};
   std::string semantics = "step";
   std::vector<double> error_rates;
   std::vector<std::string> stream_names;
@@ -76,6 +78,16 @@ void Run(const PagingArgs& args) {
   }
   for (const std::string& name : options.policies) paging::FindPagingPolicy(name);
   options.error_rates = args.error_rates;
+  std::vector<paging::CacheSizeSpec> specs;
+  for (const std::string& text : args.cache_sizes) {
+    specs.push_back(paging::ParseCacheSize(text, "--cache-sizes"));
+  }
+  if (args.prefix.empty() || args.prefix.find('/') != std::string::npos) {
+    ThrowInputError("--prefix '{}': expected a non-empty file name prefix without '/'",
+                    args.prefix);
+  }
+  const std::string mrc_name = args.prefix + "_mrc.csv";
+  const std::string predictions_name = args.prefix + "_predictions.csv";
   options.seeds = args.seeds;
   options.seed = args.seed;
 
@@ -102,7 +114,16 @@ void Run(const PagingArgs& args) {
         "file): paging needs at least one decode step",
         args.input);
   }
-  options.cache_sizes = args.cache_sizes.empty() ? DefaultCacheSizes(streams) : args.cache_sizes;
+  if (args.cache_sizes.empty()) {
+    options.cache_sizes = DefaultCacheSizes(streams);
+  } else {
+    for (const auto& seq : streams) {
+      std::vector<int64_t> pages;
+      for (const auto& spec : specs) pages.push_back(paging::ResolveCacheSize(spec, seq));
+      options.stream_cache_sizes.push_back(std::move(pages));
+    }
+  }
+  options.progress = true;
 
   const paging::ExperimentResult result = paging::RunExperiment(streams, options);
   const std::filesystem::path dir(args.out_dir);
@@ -112,13 +133,13 @@ void Run(const PagingArgs& args) {
     ThrowInputError("--out-dir '{}': cannot create the output directory ({})", args.out_dir,
                     ec ? ec.message() : "a file of that name exists");
   }
-  paging::WriteMrcCsv(dir / "paging_mrc.csv", result.mrc);
+  paging::WriteMrcCsv(dir / mrc_name, result.mrc);
   if (!args.error_rates.empty()) {
-    paging::WritePredictionsCsv(dir / "paging_predictions.csv", result.predictions);
+    paging::WritePredictionsCsv(dir / predictions_name, result.predictions);
   }
 
-  fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10} {:>10}\n", "stream", "mode", "policy",
-             "cache", "faults", "miss", "vs_opt");
+  fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "stream", "mode", "policy",
+             "cache", "faults", "miss", "vs_opt", "Mreq/s");
   for (const auto& r : result.mrc) {
     const double miss =
         r.requests > 0 ? static_cast<double>(r.faults) / static_cast<double>(r.requests) : 0.0;
@@ -126,11 +147,14 @@ void Run(const PagingArgs& args) {
                                   ? fmt::format("{:.3f}", static_cast<double>(r.faults) /
                                                               static_cast<double>(r.opt_faults))
                                   : "";
-    fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10.4f} {:>10}\n", r.stream,
-               paging::ModeName(r.mode), r.policy, r.cache_size, r.faults, miss, ratio);
+    const std::string rate =
+        r.seconds > 0 ? fmt::format("{:.2f}", static_cast<double>(r.requests) / r.seconds / 1e6)
+                      : "";
+    fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10.4f} {:>10} {:>10}\n", r.stream,
+               paging::ModeName(r.mode), r.policy, r.cache_size, r.faults, miss, ratio, rate);
   }
-  fmt::print("wrote {}{}\n", (dir / "paging_mrc.csv").string(),
-             args.error_rates.empty() ? "" : " and " + (dir / "paging_predictions.csv").string());
+  fmt::print("wrote {}{}\n", (dir / mrc_name).string(),
+             args.error_rates.empty() ? "" : " and " + (dir / predictions_name).string());
 }
 
 }  // namespace
@@ -149,10 +173,16 @@ void RegisterPagingCommand(CLI::App& app) {
                   "oracleGeneral or txt")
       ->capture_default_str();
   cmd->add_option("-o,--out-dir", args->out_dir,
-                  "directory for paging_mrc.csv (and paging_predictions.csv)")
+                  "directory for PREFIX_mrc.csv (and PREFIX_predictions.csv); created if missing")
+      ->capture_default_str();
+  cmd->add_option("--prefix", args->prefix,
+                  "output file names: PREFIX_mrc.csv and PREFIX_predictions.csv")
       ->capture_default_str();
   cmd->add_option("--cache-sizes", args->cache_sizes,
-                  "cache sizes in pages (default: 1, 2, 4, 8, 16 x the largest step)")
+                  "cache sizes: pages (100), a fraction of the stream's distinct pages (0.1f) or "
+                  "bytes of the stream's page_bytes-sized pages (4096B, 64KiB, 1MiB, 2GiB; "
+                  "KB/MB/GB = KiB/MiB/GiB as in libCacheSim) (default: 1, 2, 4, 8, 16 x the "
+                  "largest step)")
       ->delimiter(',');
   std::vector<std::string> policy_names;
   for (const auto& info : paging::PagingPolicies()) policy_names.push_back(info.name);
@@ -166,7 +196,9 @@ void RegisterPagingCommand(CLI::App& app) {
                   "resident page pinned bypasses the cache) or classic (requests served one "
                   "after another, as libCacheSim does)")
       ->capture_default_str();
-  cmd->add_option("--modes", args->modes, "offload and/or evict")
+  cmd->add_option("--modes", args->modes,
+                  "offload and/or evict (default offload; evict also computes the pure-eviction "
+                  "optimum, a min-cost flow far slower than the replays: see sim/paging/README.md)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--error-rates", args->error_rates,
