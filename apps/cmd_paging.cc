@@ -125,7 +125,7 @@ void Run(const PagingArgs& args) {
   }
   options.progress = true;
 
-  const paging::ExperimentResult result = paging::RunExperiment(streams, options);
+  // Created (with its parents) before the long part, so a bad --out-dir fails at once.
   const std::filesystem::path dir(args.out_dir);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -133,6 +133,7 @@ void Run(const PagingArgs& args) {
     ThrowInputError("--out-dir '{}': cannot create the output directory ({})", args.out_dir,
                     ec ? ec.message() : "a file of that name exists");
   }
+  const paging::ExperimentResult result = paging::RunExperiment(streams, options);
   paging::WriteMrcCsv(dir / mrc_name, result.mrc);
   if (!args.error_rates.empty()) {
     paging::WritePredictionsCsv(dir / predictions_name, result.predictions);

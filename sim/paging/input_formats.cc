@@ -125,7 +125,10 @@ InputFormat ParseInputFormat(std::string_view text, std::string_view flag) {
   ThrowInputError("{} '{}': expected auto, trace, requests, csv, oracleGeneral or txt", flag, text);
 }
 
-InputFormat DetectInputFormat(const std::filesystem::path& path) {
+namespace {
+
+// kRequests or kTrace by the first bytes of `path`, else kAuto.
+InputFormat SniffContent(const std::filesystem::path& path) {
   RegisterInputFile(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) ThrowInputError("{}: cannot open the file", path.string());
@@ -134,6 +137,14 @@ InputFormat DetectInputFormat(const std::filesystem::path& path) {
   head.resize(static_cast<size_t>(in.gcount()));
   if (head.starts_with("kvsim-requests")) return InputFormat::kRequests;
   if (head.starts_with("\x89HDF\r\n\x1a\n")) return InputFormat::kTrace;
+  return InputFormat::kAuto;
+}
+
+}  // namespace
+
+InputFormat DetectInputFormat(const std::filesystem::path& path) {
+  const InputFormat by_content = SniffContent(path);
+  if (by_content != InputFormat::kAuto) return by_content;
   const std::string name = Lower(path.filename().string());
   const std::string ext = Lower(path.extension().string());
   if (ext == ".csv") return InputFormat::kCsv;
@@ -273,8 +284,14 @@ std::vector<RequestSequence> LoadPagingInput(const std::string& path,
   switch (format) {
     case InputFormat::kTrace:
     case InputFormat::kRequests: {
-      auto streams = LoadRequestStreams(path, extract);
-      return streams;
+      const InputFormat found = SniffContent(path);
+      if (found != format) {
+        ThrowInputError("{}: --input-format {} but the file {}", path, InputFormatName(format),
+                        format == InputFormat::kTrace
+                            ? "does not start with the HDF5 signature"
+                            : "does not start with the header 'kvsim-requests 1'");
+      }
+      return LoadRequestStreams(path, extract);
     }
     case InputFormat::kCsv:
       return {ReadLibCacheSimCsv(path)};

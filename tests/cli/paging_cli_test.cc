@@ -264,6 +264,13 @@ TEST(PagingCli, LibCacheSimExportsReadBackWithTheSameFaults) {
                  " --input-format parquet");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--input-format 'parquet'"), std::string::npos) << bad.err;
+  bad = RunKvsim("paging " + ShellQuote(dir.File("m.csv")) + " -o " + ShellQuote(dir.path()) +
+                 " --input-format requests");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("m.csv: --input-format requests but the file does not start with the "
+                         "header 'kvsim-requests 1'"),
+            std::string::npos)
+      << bad.err;
 }
 
 TEST(PagingCli, CacheSizeSpellingsPrefixAndRate) {
