@@ -87,6 +87,12 @@ void RegisterRequestsCommand(CLI::App& app) {
         paging::WriteLibCacheSimCsv(path, seq);
       } else {
         paging::WriteOracleGeneral(path, seq);
+        if (path.filename().string().find("oracleGeneral") == std::string::npos) {
+          fmt::print(stderr,
+                     "note: {}: libCacheSim detects oracleGeneral (and its Belady requires it) by "
+                     "'oracleGeneral' in the file name, e.g. r.oracleGeneral.bin\n",
+                     path.string());
+        }
       }
       fmt::print("{}: stream {}, {} requests\n", path.string(), seq.stream, seq.requests());
     }
