@@ -157,22 +157,32 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
       std::find(options.modes.begin(), options.modes.end(), Mode::kEvict) != options.modes.end();
 
   const size_t sizes = streams.empty() ? 0 : sizes_of[0].size();
-  ProgressBar progress(evict ? "paging (evict optimum, then replays)" : "paging",
-                       static_cast<int64_t>(streams.size() * (sizes + (evict ? 1 : 0))),
-                       options.progress);
+  auto max_size_of = [&](size_t s) {
+    return sizes_of[s].empty() ? int64_t{0}
+                               : *std::max_element(sizes_of[s].begin(), sizes_of[s].end());
+  };
   std::vector<DenseRequests> dense(streams.size());
   std::vector<std::vector<int64_t>> evict_opt(streams.size());
-  tbb::parallel_for(size_t{0}, streams.size(), [&](size_t s) {
-    dense[s] = Densify(streams[s]);
-    if (options.semantics == Semantics::kClassic) dense[s] = OneRequestPerStep(std::move(dense[s]));
-    if (evict) {
-      const int64_t max_size =
-          sizes_of[s].empty() ? 0 : *std::max_element(sizes_of[s].begin(), sizes_of[s].end());
-      evict_opt[s] = EvictOptimumCurve(dense[s], max_size);
-      progress.Advance();
-    }
-  });
-
+  int64_t flow_slots = 0;
+  for (size_t s = 0; s < streams.size(); ++s) flow_slots += evict ? max_size_of(s) : 0;
+  {
+    // The flow optimum dominates long evict runs: its bar counts augmented slots.
+    ProgressBar flow_progress("evict optimum (min-cost flow), slots", flow_slots,
+                              options.progress && evict);
+    tbb::parallel_for(size_t{0}, streams.size(), [&](size_t s) {
+      dense[s] = Densify(streams[s]);
+      if (options.semantics == Semantics::kClassic) {
+        dense[s] = OneRequestPerStep(std::move(dense[s]));
+      }
+      if (evict) {
+        evict_opt[s] = EvictOptimumCurve(dense[s], max_size_of(s),
+                                         [&](int64_t n) { flow_progress.Advance(n); });
+      }
+    });
+    flow_progress.Finish();
+  }
+  ProgressBar progress("paging replays, (stream, size) units",
+                       static_cast<int64_t>(streams.size() * sizes), options.progress);
   std::vector<Unit> units;
   for (size_t s = 0; s < streams.size(); ++s) {
     for (size_t c = 0; c < sizes; ++c) units.push_back({s, c});
