@@ -179,11 +179,12 @@ void RegisterPagingCommand(CLI::App& app) {
   cmd->add_option("--prefix", args->prefix,
                   "output file names: PREFIX_mrc.csv and PREFIX_predictions.csv")
       ->capture_default_str();
-  cmd->add_option("--cache-sizes", args->cache_sizes,
-                  "cache sizes: pages (100), a fraction of the stream's distinct pages (0.1f) or "
-                  "bytes of the stream's page_bytes-sized pages (4096B, 64KiB, 1MiB, 2GiB; "
-                  "KB/MB/GB = KiB/MiB/GiB as in libCacheSim) (default: 1, 2, 4, 8, 16 x the "
-                  "largest step)")
+  cmd->add_option(
+         "--cache-sizes", args->cache_sizes,
+         "cache sizes: pages (100), a fraction of the stream's distinct pages (0.1f or 0.1) or "
+         "bytes of the stream's page_bytes-sized pages (4096B, 64KiB, 1MiB, 2GiB; "
+         "KB/MB/GB = KiB/MiB/GiB as in libCacheSim) (default: 1, 2, 4, 8, 16 x the "
+         "largest step)")
       ->delimiter(',');
   std::vector<std::string> policy_names;
   for (const auto& info : paging::PagingPolicies()) policy_names.push_back(info.name);

@@ -33,14 +33,17 @@ CacheSizeSpec ParseCacheSize(std::string_view text, std::string_view flag) {
   spec.text = std::string(text);
   auto fail = [&]() {
     ThrowInputError(
-        "{} '{}': expected pages (100), a fraction of the distinct pages (0.1f, in [0, 1]) or "
+        "{} '{}': expected pages (100), a fraction of the distinct pages (0.1f or 0.1) or "
         "bytes (4096B, 64KiB, 1MiB, 2GiB; KB/MB/GB are 1024-based as in libCacheSim)",
         flag, text);
   };
-  if (text.size() > 1 && (text.back() == 'f' || text.back() == 'F')) {
+  // A fraction: a trailing f, or a '.' (libCacheSim's cachesim takes any size with a '.' as a
+  // fraction of the working set, truncated: conv_cache_sizes in bin/cachesim/cli_parser.c).
+  const bool f_suffix = text.size() > 1 && (text.back() == 'f' || text.back() == 'F');
+  if (f_suffix || text.find('.') != std::string_view::npos) {
     spec.kind = CacheSizeSpec::Kind::kFraction;
-    if (!ParseWhole(text.substr(0, text.size() - 1), spec.fraction) || !(spec.fraction >= 0) ||
-        spec.fraction > 1) {
+    if (!ParseWhole(f_suffix ? text.substr(0, text.size() - 1) : text, spec.fraction) ||
+        !(spec.fraction >= 0) || !std::isfinite(spec.fraction)) {
       fail();
     }
     return spec;

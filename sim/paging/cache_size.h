@@ -1,8 +1,9 @@
 #pragma once
 // Cache sizes as `kvsim paging --cache-sizes` takes them (sim/paging/README.md): pages (`100`), a
-// fraction of the stream's footprint (`0.1f` = 10% of its distinct pages, libCacheSim's
-// spelling) or bytes (`64KiB`, `1MiB`, `4096B`; KB/MB/GB are 1024-based as in libCacheSim),
-// turned into pages per stream with the stream's page_bytes.
+// fraction of the stream's footprint (`0.1f` or `0.1` = 10% of its distinct pages, truncated;
+// libCacheSim takes any size with a '.' as such a fraction) or bytes (`64KiB`, `1MiB`, `4096B`;
+// KB/MB/GB are 1024-based as in libCacheSim), turned into pages per stream with the stream's
+// page_bytes.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -15,7 +16,7 @@ struct CacheSizeSpec {
   enum class Kind { kPages, kFraction, kBytes };
   Kind kind = Kind::kPages;
   int64_t value = 0;      // kPages: pages; kBytes: bytes
-  double fraction = 0.0;  // kFraction, in [0, 1]
+  double fraction = 0.0;  // kFraction, >= 0 (above 1: more slots than distinct pages)
   std::string text;       // as given
 };
 

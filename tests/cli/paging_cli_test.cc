@@ -293,7 +293,7 @@ TEST(PagingCli, CacheSizeSpellingsPrefixAndRate) {
   EXPECT_EQ(mrc[3].rfind("s,offload,lru,102,7,5,", 0), 0u) << mrc[3];
   EXPECT_NE(r.out.find("Mreq/s"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("run1_mrc.csv"), std::string::npos) << r.out;
-  for (const char* bad : {"--cache-sizes 2f", "--cache-sizes 10TB", "--prefix a/b"}) {
+  for (const char* bad : {"--cache-sizes -0.5f", "--cache-sizes 10TB", "--prefix a/b"}) {
     const auto b = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
                             ShellQuote(dir.path()) + " " + bad);
     EXPECT_EQ(b.exit_code, 2) << bad;

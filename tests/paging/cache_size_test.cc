@@ -1,5 +1,6 @@
-// --cache-sizes spellings: pages, fractions of the distinct pages (0.1f) and bytes (KiB/MiB/GiB,
-// KB/MB/GB 1024-based as in libCacheSim), resolved per stream; bad spellings name the flag.
+// --cache-sizes spellings: pages, fractions of the distinct pages (0.1f, 0.1) and bytes
+// (KiB/MiB/GiB, KB/MB/GB 1024-based as in libCacheSim), resolved per stream; bad spellings name the
+// flag.
 #include "sim/paging/cache_size.h"
 
 #include <gtest/gtest.h>
@@ -21,6 +22,8 @@ TEST(CacheSize, ParsesPagesFractionsAndBytes) {
   EXPECT_EQ(pages("0.25f"), 2);  // floor(0.25 * 10)
   EXPECT_EQ(pages("1f"), 10);
   EXPECT_EQ(pages("0.1F"), 1);
+  EXPECT_EQ(pages("0.35"), 3);  // a '.' makes a fraction, as in libCacheSim
+  EXPECT_EQ(pages("1.5f"), 15);
   EXPECT_EQ(pages("4096B"), 4);
   EXPECT_EQ(pages("5000b"), 4);  // whole pages only
   EXPECT_EQ(pages("64KiB"), 64);
@@ -28,7 +31,8 @@ TEST(CacheSize, ParsesPagesFractionsAndBytes) {
   EXPECT_EQ(pages("1MiB"), 1024);
   EXPECT_EQ(pages("1GiB"), 1024 * 1024);
   EXPECT_EQ(DistinctPages(seq), 10);
-  for (const char* bad : {"", "-1", "1.5f", "f", "x", "1.5", "10TB", "-3KiB", "KiB"}) {
+  for (const char* bad :
+       {"", "-1", "-0.5f", "f", "x", "1.5.2", "10TB", "-3KiB", "KiB", "inff", "nan"}) {
     try {
       ParseCacheSize(bad, "--cache-sizes");
       ADD_FAILURE() << "accepted '" << bad << "'";
