@@ -1,8 +1,8 @@
 // `kvsim paging INPUT`: paging-theory experiments on request streams (sim/paging/README.md):
 // faults per policy over cache sizes in offload and pure-eviction mode beside the offline
 // optimum (paging_mrc.csv), and the prediction policies' faults against the error rate of their
-// bits (paging_predictions.csv). INPUT is a trace (requests extracted on the fly) or a requests
-// file written by `kvsim requests`.
+// bits (paging_predictions.csv). INPUT is a trace (requests extracted on the fly), a requests
+// file written by `kvsim requests`, or one stream in libCacheSim's csv, oracleGeneral or txt.
 #include <fmt/core.h>
 #include <fmt/ranges.h>
 
@@ -14,8 +14,10 @@
 
 #include "apps/command.h"
 #include "common/error.h"
+#include "sim/paging/cache_size.h"
 #include "sim/paging/experiment.h"
 #include "sim/paging/extract.h"
+#include "sim/paging/input_formats.h"
 #include "sim/paging/registry.h"
 
 namespace kvsim::apps {
@@ -23,10 +25,12 @@ namespace {
 
 struct PagingArgs {
   std::string input;
+  std::string input_format = "auto";
   std::string out_dir = ".";
-  std::vector<int64_t> cache_sizes;
+  std::vector<std::string> cache_sizes;
+  std::string prefix = "paging";
   std::vector<std::string> policies;
-  std::vector<std::string> modes{"offload", "evict"};
+  std::vector<std::string> modes{"offload"};
   std::string semantics = "step";
   std::vector<double> error_rates;
   std::vector<std::string> stream_names;
@@ -74,10 +78,21 @@ void Run(const PagingArgs& args) {
   }
   for (const std::string& name : options.policies) paging::FindPagingPolicy(name);
   options.error_rates = args.error_rates;
+  std::vector<paging::CacheSizeSpec> specs;
+  for (const std::string& text : args.cache_sizes) {
+    specs.push_back(paging::ParseCacheSize(text, "--cache-sizes"));
+  }
+  if (args.prefix.empty() || args.prefix.find('/') != std::string::npos) {
+    ThrowInputError("--prefix '{}': expected a non-empty file name prefix without '/'",
+                    args.prefix);
+  }
+  const std::string mrc_name = args.prefix + "_mrc.csv";
+  const std::string predictions_name = args.prefix + "_predictions.csv";
   options.seeds = args.seeds;
   options.seed = args.seed;
 
-  std::vector<paging::RequestSequence> streams = paging::LoadRequestStreams(args.input, extract);
+  std::vector<paging::RequestSequence> streams = paging::LoadPagingInput(
+      args.input, paging::ParseInputFormat(args.input_format, "--input-format"), extract);
   if (!args.stream_names.empty()) {
     std::vector<paging::RequestSequence> chosen;
     for (const std::string& name : args.stream_names) {
@@ -99,9 +114,18 @@ void Run(const PagingArgs& args) {
         "file): paging needs at least one decode step",
         args.input);
   }
-  options.cache_sizes = args.cache_sizes.empty() ? DefaultCacheSizes(streams) : args.cache_sizes;
+  if (args.cache_sizes.empty()) {
+    options.cache_sizes = DefaultCacheSizes(streams);
+  } else {
+    for (const auto& seq : streams) {
+      std::vector<int64_t> pages;
+      for (const auto& spec : specs) pages.push_back(paging::ResolveCacheSize(spec, seq));
+      options.stream_cache_sizes.push_back(std::move(pages));
+    }
+  }
+  options.progress = true;
 
-  const paging::ExperimentResult result = paging::RunExperiment(streams, options);
+  // Created (with its parents) before the long part, so a bad --out-dir fails at once.
   const std::filesystem::path dir(args.out_dir);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -109,13 +133,14 @@ void Run(const PagingArgs& args) {
     ThrowInputError("--out-dir '{}': cannot create the output directory ({})", args.out_dir,
                     ec ? ec.message() : "a file of that name exists");
   }
-  paging::WriteMrcCsv(dir / "paging_mrc.csv", result.mrc);
+  const paging::ExperimentResult result = paging::RunExperiment(streams, options);
+  paging::WriteMrcCsv(dir / mrc_name, result.mrc);
   if (!args.error_rates.empty()) {
-    paging::WritePredictionsCsv(dir / "paging_predictions.csv", result.predictions);
+    paging::WritePredictionsCsv(dir / predictions_name, result.predictions);
   }
 
-  fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10} {:>10}\n", "stream", "mode", "policy",
-             "cache", "faults", "miss", "vs_opt");
+  fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "stream", "mode", "policy",
+             "cache", "faults", "miss", "vs_opt", "Mreq/s");
   for (const auto& r : result.mrc) {
     const double miss =
         r.requests > 0 ? static_cast<double>(r.faults) / static_cast<double>(r.requests) : 0.0;
@@ -123,11 +148,14 @@ void Run(const PagingArgs& args) {
                                   ? fmt::format("{:.3f}", static_cast<double>(r.faults) /
                                                               static_cast<double>(r.opt_faults))
                                   : "";
-    fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10.4f} {:>10}\n", r.stream,
-               paging::ModeName(r.mode), r.policy, r.cache_size, r.faults, miss, ratio);
+    const std::string rate =
+        r.seconds > 0 ? fmt::format("{:.2f}", static_cast<double>(r.requests) / r.seconds / 1e6)
+                      : "";
+    fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10.4f} {:>10} {:>10}\n", r.stream,
+               paging::ModeName(r.mode), r.policy, r.cache_size, r.faults, miss, ratio, rate);
   }
-  fmt::print("wrote {}{}\n", (dir / "paging_mrc.csv").string(),
-             args.error_rates.empty() ? "" : " and " + (dir / "paging_predictions.csv").string());
+  fmt::print("wrote {}{}\n", (dir / mrc_name).string(),
+             args.error_rates.empty() ? "" : " and " + (dir / predictions_name).string());
 }
 
 }  // namespace
@@ -136,13 +164,27 @@ void RegisterPagingCommand(CLI::App& app) {
   auto args = std::make_shared<PagingArgs>();
   CLI::App* cmd = app.add_subcommand(
       "paging", "Paging experiments: miss-ratio curves vs the offline optimum, predictions.");
-  cmd->add_option("input", args->input, "trace (HDF5) or requests file (`kvsim requests`)")
+  cmd->add_option("input", args->input,
+                  "trace (HDF5), requests file (`kvsim requests`), or one stream as libCacheSim "
+                  "csv, oracleGeneral or txt")
       ->required();
-  cmd->add_option("-o,--out-dir", args->out_dir,
-                  "directory for paging_mrc.csv (and paging_predictions.csv)")
+  cmd->add_option("--input-format", args->input_format,
+                  "auto (default: kvsim header / HDF5 signature, else *.csv -> csv, "
+                  "*oracleGeneral* -> oracleGeneral, *.txt -> txt), trace, requests, csv, "
+                  "oracleGeneral or txt")
       ->capture_default_str();
-  cmd->add_option("--cache-sizes", args->cache_sizes,
-                  "cache sizes in pages (default: 1, 2, 4, 8, 16 x the largest step)")
+  cmd->add_option("-o,--out-dir", args->out_dir,
+                  "directory for PREFIX_mrc.csv (and PREFIX_predictions.csv); created if missing")
+      ->capture_default_str();
+  cmd->add_option("--prefix", args->prefix,
+                  "output file names: PREFIX_mrc.csv and PREFIX_predictions.csv")
+      ->capture_default_str();
+  cmd->add_option(
+         "--cache-sizes", args->cache_sizes,
+         "cache sizes: pages (100), a fraction of the stream's distinct pages (0.1f or 0.1) or "
+         "bytes of the stream's page_bytes-sized pages (4096B, 64KiB, 1MiB, 2GiB; "
+         "KB/MB/GB = KiB/MiB/GiB as in libCacheSim) (default: 1, 2, 4, 8, 16 x the "
+         "largest step)")
       ->delimiter(',');
   std::vector<std::string> policy_names;
   for (const auto& info : paging::PagingPolicies()) policy_names.push_back(info.name);
@@ -156,7 +198,9 @@ void RegisterPagingCommand(CLI::App& app) {
                   "resident page pinned bypasses the cache) or classic (requests served one "
                   "after another, as libCacheSim does)")
       ->capture_default_str();
-  cmd->add_option("--modes", args->modes, "offload and/or evict")
+  cmd->add_option("--modes", args->modes,
+                  "offload and/or evict (default offload; evict also computes the pure-eviction "
+                  "optimum, a min-cost flow far slower than the replays: see sim/paging/README.md)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--error-rates", args->error_rates,

@@ -50,7 +50,8 @@ void RegisterRequestsCommand(CLI::App& app) {
       ->required();
   cmd->add_option("--format", args->format,
                   "plain (kvsim, all streams in one file), csv (libCacheSim csv) or oracle "
-                  "(libCacheSim oracleGeneral binary)")
+                  "(also oracleGeneral: libCacheSim's oracleGeneral binary; name the file "
+                  "*.oracleGeneral.bin so libCacheSim recognises it)")
       ->capture_default_str();
   cmd->add_option("--rule", args->rule,
                   "topk:K, threshold:TAU (absolute weight), relative:KAPPA (weight >= KAPPA/n) "
@@ -61,8 +62,10 @@ void RegisterRequestsCommand(CLI::App& app) {
   cmd->add_option("--page-tokens", args->page_tokens, "tokens per page")->capture_default_str();
   cmd->add_option("--streams", args->streams, "per-head, merged or both")->capture_default_str();
   cmd->callback([args] {
+    if (args->format == "oracleGeneral") args->format = "oracle";
     if (args->format != "plain" && args->format != "csv" && args->format != "oracle") {
-      ThrowInputError("--format '{}': expected plain, csv or oracle", args->format);
+      ThrowInputError("--format '{}': expected plain, csv or oracle (= oracleGeneral)",
+                      args->format);
     }
     paging::ExtractOptions options;
     paging::ParseRequestRule(args->rule, "--rule", options);
@@ -84,6 +87,12 @@ void RegisterRequestsCommand(CLI::App& app) {
         paging::WriteLibCacheSimCsv(path, seq);
       } else {
         paging::WriteOracleGeneral(path, seq);
+        if (path.filename().string().find("oracleGeneral") == std::string::npos) {
+          fmt::print(stderr,
+                     "note: {}: libCacheSim detects oracleGeneral (and its Belady requires it) by "
+                     "'oracleGeneral' in the file name, e.g. r.oracleGeneral.bin\n",
+                     path.string());
+        }
       }
       fmt::print("{}: stream {}, {} requests\n", path.string(), seq.stream, seq.requests());
     }

@@ -4,14 +4,20 @@
 // 13 M req/s, Belady about 7 M req/s (figures from the issue). Replay times exclude building the
 // dense ids and next uses, which are reported separately (libCacheSim hashes ids inside its
 // cache instead). Prints figures; never asserts.
+//
+// `--side-by-side [--cachesim PATH] [--requests N]`: the policies kvsim shares with libCacheSim
+// beside cachesim on the same sequence (bench/paging_side_by_side.h); cachesim is looked up on
+// PATH unless given.
 #include <fmt/core.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "bench/paging_side_by_side.h"
 #include "sim/paging/engine.h"
 #include "sim/paging/evict_optimum.h"
 #include "sim/paging/predictions.h"
@@ -56,8 +62,44 @@ kvsim::paging::RequestSequence ZipfSequence(int64_t requests,
 
 }  // namespace
 
-int main() {
+// cachesim on PATH, or "".
+std::string CachesimOnPath() {
+  FILE* pipe = popen("command -v cachesim 2>/dev/null", "r");
+  if (pipe == nullptr) return "";
+  char buffer[4096] = {0};
+  std::string out;
+  while (fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+  pclose(pipe);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+int main(int argc, char** argv) {
   using namespace kvsim::paging;
+  bool side_by_side = false;
+  kvsim::bench::SideBySideOptions side;
+  bool cachesim_given = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--side-by-side") {
+      side_by_side = true;
+    } else if (arg == "--cachesim" && i + 1 < argc) {
+      side.cachesim = argv[++i];
+      cachesim_given = true;
+    } else if (arg == "--requests" && i + 1 < argc) {
+      side.requests = std::stoll(argv[++i]);
+    } else {
+      fmt::print(stderr,
+                 "usage: {} [--side-by-side [--cachesim PATH] [--requests N]]: unknown '{}'\n",
+                 argv[0], arg);
+      return 2;
+    }
+  }
+  if (side_by_side) {
+    if (!cachesim_given) side.cachesim = CachesimOnPath();
+    kvsim::bench::RunSideBySide(ZipfSequence(side.requests, side.objects, 1.0, 42), side);
+    return 0;
+  }
   constexpr int64_t kRequests = 5'000'000;
   constexpr int64_t kObjects = 100'000;
   constexpr int64_t kSlots = 1000;

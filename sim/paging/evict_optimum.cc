@@ -81,7 +81,9 @@ class FlowGraph {
 
 }  // namespace
 
-std::vector<int64_t> EvictOptimumCurve(const DenseRequests& requests, int64_t max_cache_size) {
+std::vector<int64_t> EvictOptimumCurve(const DenseRequests& requests,
+                                       int64_t max_cache_size,
+                                       const std::function<void(int64_t)>& on_slots) {
   KVSIM_ASSERT(max_cache_size >= 0, "negative cache size {}", max_cache_size);
   const int64_t steps = requests.steps();
   const int64_t n = requests.requests();
@@ -117,7 +119,9 @@ std::vector<int64_t> EvictOptimumCurve(const DenseRequests& requests, int64_t ma
     if (gain == 0) break;  // marginal gains never grow: later slots gain nothing either
     reward += gain;
     misses[static_cast<size_t>(k)] = n - reward;
+    if (on_slots) on_slots(1);
   }
+  if (on_slots && k <= max_cache_size) on_slots(max_cache_size - k + 1);
   for (; k <= max_cache_size; ++k) misses[static_cast<size_t>(k)] = n - reward;
   return misses;
 }

@@ -21,6 +21,7 @@
 // Successive shortest paths (Dijkstra with potentials) pushes one unit per round; after u rounds
 // the flow is optimal for cache size u, so one run gives the whole curve.
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "sim/paging/request_sequence.h"
@@ -29,6 +30,10 @@ namespace kvsim::paging {
 
 // misses[k] for k = 0..max_cache_size. Cost O(max_cache_size * requests * log requests); stops
 // early once an extra slot gains nothing.
-std::vector<int64_t> EvictOptimumCurve(const DenseRequests& requests, int64_t max_cache_size);
+// `on_slots(n)`, if given, is told after each augmentation (and once for the slots skipped by the
+// early stop) that n more slots are done: max_cache_size in all (a progress bar's feed).
+std::vector<int64_t> EvictOptimumCurve(const DenseRequests& requests,
+                                       int64_t max_cache_size,
+                                       const std::function<void(int64_t)>& on_slots = {});
 
 }  // namespace kvsim::paging

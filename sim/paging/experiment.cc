@@ -4,9 +4,12 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <chrono>
+#include <type_traits>
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/progress.h"
 #include "sim/paging/evict_optimum.h"
 #include "sim/paging/predictions.h"
 #include "sim/paging/registry.h"
@@ -25,6 +28,12 @@ struct UnitRows {
   std::vector<PredictionRow> predictions;
 };
 
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 UnitRows RunUnit(const RequestSequence& seq,
                  const DenseRequests& dense,
                  size_t stream_index,
@@ -32,13 +41,17 @@ UnitRows RunUnit(const RequestSequence& seq,
                  const std::vector<int64_t>& evict_opt,
                  const ExperimentOptions& options) {
   UnitRows out;
+  // Belady in offload mode gives opt_faults and, when asked for, the offload `opt` row: run once.
   int64_t belady_faults = 0;
+  double belady_seconds = 0;
   {
     auto belady = MakePagingPolicy("opt");
+    const auto start = Clock::now();
     belady_faults =
         Replay(dense, *belady,
                {.cache_size = cache_size, .mode = Mode::kOffload, .seed = 0, .bits = {}})
             .faults;
+    belady_seconds = SecondsSince(start);
   }
   const uint64_t policy_seed = DeriveSeed(options.seed, stream_index);
   for (Mode mode : options.modes) {
@@ -47,15 +60,18 @@ UnitRows RunUnit(const RequestSequence& seq,
     for (const std::string& name : options.policies) {
       const PolicyInfo& info = FindPagingPolicy(name);
       int64_t faults = opt;
-      if (name != "opt" || mode == Mode::kOffload) {
+      double seconds = name == "opt" && mode == Mode::kOffload ? belady_seconds : 0.0;
+      if (name != "opt") {
         const std::vector<uint8_t> bits =
             cache_size >= 1 ? OracleBits(info.predictions, dense, cache_size)
                             : std::vector<uint8_t>(
                                   info.predictions == Predictions::kNone ? 0 : dense.page.size());
         auto policy = MakePagingPolicy(name);
+        const auto start = Clock::now();
         faults = Replay(dense, *policy,
                         {.cache_size = cache_size, .mode = mode, .seed = policy_seed, .bits = bits})
                      .faults;
+        seconds = SecondsSince(start);
       }
       out.mrc.push_back({.stream = seq.stream,
                          .semantics = options.semantics,
@@ -65,7 +81,8 @@ UnitRows RunUnit(const RequestSequence& seq,
                          .requests = dense.requests(),
                          .faults = faults,
                          .opt_faults = opt,
-                         .fetched_bytes = mode == Mode::kOffload ? faults * seq.page_bytes : 0});
+                         .fetched_bytes = mode == Mode::kOffload ? faults * seq.page_bytes : 0,
+                         .seconds = seconds});
     }
   }
   if (options.error_rates.empty() || cache_size < 1) return out;
@@ -103,10 +120,32 @@ UnitRows RunUnit(const RequestSequence& seq,
 }  // namespace
 
 ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
-                               const ExperimentOptions& options) {
+                               const ExperimentOptions& input_options) {
+  // A policy or mode named twice (e.g. `opt,belady`) runs once.
+  ExperimentOptions options = input_options;
+  auto dedupe = [](auto& list) {
+    std::decay_t<decltype(list)> unique;
+    for (const auto& x : list) {
+      if (std::find(unique.begin(), unique.end(), x) == unique.end()) unique.push_back(x);
+    }
+    list = std::move(unique);
+  };
+  dedupe(options.policies);
+  dedupe(options.modes);
   for (const std::string& name : options.policies) FindPagingPolicy(name);
-  for (int64_t size : options.cache_sizes) {
-    if (size < 0) ThrowInputError("--cache-sizes: size {} is negative, expected >= 0", size);
+  if (!options.stream_cache_sizes.empty() && options.stream_cache_sizes.size() != streams.size()) {
+    throw InternalError("RunExperiment: stream_cache_sizes needs one list per stream");
+  }
+  std::vector<std::vector<int64_t>> sizes_of(streams.size());
+  for (size_t s = 0; s < streams.size(); ++s) {
+    sizes_of[s] =
+        options.stream_cache_sizes.empty() ? options.cache_sizes : options.stream_cache_sizes[s];
+    if (sizes_of[s].size() != sizes_of[0].size()) {
+      throw InternalError("RunExperiment: every stream needs the same number of cache sizes");
+    }
+    for (int64_t size : sizes_of[s]) {
+      if (size < 0) ThrowInputError("--cache-sizes: size {} is negative, expected >= 0", size);
+    }
   }
   for (double rate : options.error_rates) {
     if (!(rate >= 0 && rate <= 1)) {
@@ -116,34 +155,50 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
   if (options.seeds < 1) ThrowInputError("--seeds {}: expected >= 1", options.seeds);
   const bool evict =
       std::find(options.modes.begin(), options.modes.end(), Mode::kEvict) != options.modes.end();
-  const int64_t max_size =
-      options.cache_sizes.empty()
-          ? 0
-          : *std::max_element(options.cache_sizes.begin(), options.cache_sizes.end());
 
+  const size_t sizes = streams.empty() ? 0 : sizes_of[0].size();
+  auto max_size_of = [&](size_t s) {
+    return sizes_of[s].empty() ? int64_t{0}
+                               : *std::max_element(sizes_of[s].begin(), sizes_of[s].end());
+  };
   std::vector<DenseRequests> dense(streams.size());
   std::vector<std::vector<int64_t>> evict_opt(streams.size());
-  tbb::parallel_for(size_t{0}, streams.size(), [&](size_t s) {
-    dense[s] = Densify(streams[s]);
-    if (options.semantics == Semantics::kClassic) dense[s] = OneRequestPerStep(std::move(dense[s]));
-    if (evict) evict_opt[s] = EvictOptimumCurve(dense[s], max_size);
-  });
-
+  int64_t flow_slots = 0;
+  for (size_t s = 0; s < streams.size(); ++s) flow_slots += evict ? max_size_of(s) : 0;
+  {
+    // The flow optimum dominates long evict runs: its bar counts augmented slots.
+    ProgressBar flow_progress("evict optimum (min-cost flow), slots", flow_slots,
+                              options.progress && evict);
+    tbb::parallel_for(size_t{0}, streams.size(), [&](size_t s) {
+      dense[s] = Densify(streams[s]);
+      if (options.semantics == Semantics::kClassic) {
+        dense[s] = OneRequestPerStep(std::move(dense[s]));
+      }
+      if (evict) {
+        evict_opt[s] = EvictOptimumCurve(dense[s], max_size_of(s),
+                                         [&](int64_t n) { flow_progress.Advance(n); });
+      }
+    });
+    flow_progress.Finish();
+  }
+  ProgressBar progress("paging replays, (stream, size) units",
+                       static_cast<int64_t>(streams.size() * sizes), options.progress);
   std::vector<Unit> units;
   for (size_t s = 0; s < streams.size(); ++s) {
-    for (size_t c = 0; c < options.cache_sizes.size(); ++c) units.push_back({s, c});
+    for (size_t c = 0; c < sizes; ++c) units.push_back({s, c});
   }
   std::vector<UnitRows> rows(units.size());
   tbb::parallel_for(size_t{0}, units.size(), [&](size_t u) {
     const Unit& unit = units[u];
     rows[u] = RunUnit(streams[unit.stream], dense[unit.stream], unit.stream,
-                      options.cache_sizes[unit.size_index], evict_opt[unit.stream], options);
+                      sizes_of[unit.stream][unit.size_index], evict_opt[unit.stream], options);
+    progress.Advance();
   });
+  progress.Finish();
 
   // Units are stream-major, size-minor; the MRC wants mode and policy before size.
   ExperimentResult result;
   const size_t per_unit = options.modes.size() * options.policies.size();
-  const size_t sizes = options.cache_sizes.size();
   for (size_t s = 0; s < streams.size(); ++s) {
     for (size_t k = 0; k < per_unit; ++k) {
       for (size_t c = 0; c < sizes; ++c) result.mrc.push_back(rows[s * sizes + c].mrc[k]);
@@ -181,7 +236,7 @@ void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows
   AtomicTextFile file(path);
   auto& out = file.out();
   out << "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,competitive_ratio,"
-         "fetched_bytes,semantics\n";
+         "fetched_bytes,semantics,requests_per_second\n";
   for (const MrcRow& r : rows) {
     const std::string miss_ratio =
         r.requests > 0
@@ -191,9 +246,11 @@ void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows
         r.opt_faults > 0
             ? fmt::format("{}", static_cast<double>(r.faults) / static_cast<double>(r.opt_faults))
             : "";
-    out << fmt::format("{},{},{},{},{},{},{},{},{},{},{}\n", r.stream, ModeName(r.mode), r.policy,
-                       r.cache_size, r.requests, r.faults, miss_ratio, r.opt_faults, ratio,
-                       r.fetched_bytes, SemanticsName(r.semantics));
+    const std::string rate =
+        r.seconds > 0 ? fmt::format("{:.0f}", static_cast<double>(r.requests) / r.seconds) : "";
+    out << fmt::format("{},{},{},{},{},{},{},{},{},{},{},{}\n", r.stream, ModeName(r.mode),
+                       r.policy, r.cache_size, r.requests, r.faults, miss_ratio, r.opt_faults,
+                       ratio, r.fetched_bytes, SemanticsName(r.semantics), rate);
   }
   file.Commit();
 }

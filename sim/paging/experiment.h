@@ -26,12 +26,17 @@ DenseRequests OneRequestPerStep(DenseRequests dense);
 
 struct ExperimentOptions {
   std::vector<int64_t> cache_sizes;  // pages, each >= 0
+  // When not empty: the cache sizes of stream s (one list per stream, all of the same length),
+  // used instead of cache_sizes (sizes given as fractions or bytes resolve per stream).
+  std::vector<std::vector<int64_t>> stream_cache_sizes;
   Semantics semantics = Semantics::kStep;
   std::vector<std::string> policies;  // registered names
-  std::vector<Mode> modes{Mode::kOffload, Mode::kEvict};
+  // Evict mode also runs the min-cost-flow optimum (evict_optimum.h), far slower than a replay.
+  std::vector<Mode> modes{Mode::kOffload};
   std::vector<double> error_rates;  // empty: no prediction sweep
   int64_t seeds = 1;                // corruption seeds seed, seed+1, ... per error rate
   uint64_t seed = 1;                // base seed (rmarker draws and bit corruption)
+  bool progress = false;            // a progress bar on stderr (drawn only on a terminal)
 };
 
 struct MrcRow {
@@ -44,6 +49,9 @@ struct MrcRow {
   int64_t faults = 0;
   int64_t opt_faults = 0;
   int64_t fetched_bytes = 0;
+  // Wall-clock seconds of this row's replay (a timing, not a result: it varies from run to run;
+  // 0 when nothing was replayed for the row, e.g. the flow optimum's evict `opt` row).
+  double seconds = 0;
 };
 
 struct PredictionRow {

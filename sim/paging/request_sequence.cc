@@ -225,8 +225,11 @@ void WriteOracleGeneral(const std::filesystem::path& path, const RequestSequence
 std::vector<OracleRecord> ReadOracleGeneral(const std::filesystem::path& path) {
   const std::string bytes = ReadFileToString(path);
   if (bytes.size() % kOracleRecordBytes != 0) {
-    ThrowInputError("{}: size {} bytes is not a multiple of the {}-byte oracleGeneral record",
-                    path.string(), bytes.size(), kOracleRecordBytes);
+    const size_t whole = bytes.size() / kOracleRecordBytes * kOracleRecordBytes;
+    ThrowInputError(
+        "{}: size {} bytes is not a multiple of the {}-byte oracleGeneral record: truncated "
+        "record at byte offset {}",
+        path.string(), bytes.size(), kOracleRecordBytes, whole);
   }
   std::vector<OracleRecord> records(bytes.size() / kOracleRecordBytes);
   const char* in = bytes.data();

@@ -58,6 +58,13 @@ std::vector<std::string> Lines(const std::string& path) {
   return lines;
 }
 
+// paging_mrc.csv rows without their last column (requests_per_second, a timing).
+std::vector<std::string> MrcRows(const std::string& path) {
+  std::vector<std::string> rows = Lines(path);
+  for (auto& row : rows) row.erase(row.rfind(','));
+  return rows;
+}
+
 TEST(RequestsCli, PlainOutputEqualsLibraryExtraction) {
   TempDir dir;
   const std::string trace = WriteTinyTrace(dir);
@@ -103,9 +110,11 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
   ASSERT_FALSE(mrc.empty());
   EXPECT_EQ(mrc[0],
             "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
-            "competitive_ratio,fetched_bytes,semantics");
-  // 4 streams x 2 modes x 14 policies x 3 sizes.
-  EXPECT_EQ(mrc.size(), 1u + 4 * 2 * 14 * 3);
+            "competitive_ratio,fetched_bytes,semantics,requests_per_second");
+  // 4 streams x 1 mode (default: offload only) x 14 policies x 3 sizes.
+  EXPECT_EQ(mrc.size(), 1u + 4 * 1 * 14 * 3);
+  // requests_per_second is filled for every replayed row.
+  EXPECT_NE(mrc[1].back(), ',') << mrc[1];
   const auto pred = Lines(dir.File("paging_predictions.csv"));
   EXPECT_EQ(pred[0],
             "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1,semantics");
@@ -121,10 +130,11 @@ TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
   seq.page_bytes = 10;
   for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
   paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
-  const auto r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
-                          ShellQuote(dir.path()) + " --cache-sizes 3 --policies lru,opt");
+  const auto r =
+      RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(dir.path()) +
+               " --cache-sizes 3 --policies lru,opt,belady --modes offload,evict");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto mrc = Lines(dir.File("paging_mrc.csv"));
+  const auto mrc = MrcRows(dir.File("paging_mrc.csv"));
   ASSERT_EQ(mrc.size(), 5u);
   // LRU 6 faults; Belady 5 (at page 4 it evicts 1, never used again): 60 and 50 bytes.
   EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,step");
@@ -137,7 +147,7 @@ TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
       RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(dir.path()) +
                " --cache-sizes 3 --policies lru,opt --semantics classic");
   ASSERT_EQ(classic.exit_code, 0) << classic.err;
-  EXPECT_EQ(Lines(dir.File("paging_mrc.csv"))[1],
+  EXPECT_EQ(MrcRows(dir.File("paging_mrc.csv"))[1],
             "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,classic");
   const auto bad = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
                             ShellQuote(dir.path()) + " --semantics sequential");
@@ -156,7 +166,7 @@ TEST(PagingCli, TakesLibCacheSimNamesAndCreatesTheOutputFolder) {
   const auto r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(out) +
                           " --cache-sizes 3 --policies LRU,belady --modes offload");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto mrc = Lines(out + "/paging_mrc.csv");
+  const auto mrc = MrcRows(out + "/paging_mrc.csv");
   ASSERT_EQ(mrc.size(), 3u);
   EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,step");
   EXPECT_EQ(mrc[2], "s,offload,opt,3,7,5,0.7142857142857143,5,1,50,step");
@@ -166,7 +176,7 @@ TEST(PagingCli, TakesLibCacheSimNamesAndCreatesTheOutputFolder) {
                             " --cache-sizes 3 --policies Sieve,S3-FIFO,2Q,ARC --modes offload" +
                             " --semantics classic");
   ASSERT_EQ(lcs.exit_code, 0) << lcs.err;
-  const auto lcs_mrc = Lines(out + "/paging_mrc.csv");
+  const auto lcs_mrc = MrcRows(out + "/paging_mrc.csv");
   ASSERT_EQ(lcs_mrc.size(), 5u);
   EXPECT_EQ(lcs_mrc[1], "s,offload,sieve,3,7,6,0.8571428571428571,5,1.2,60,classic");
   EXPECT_EQ(lcs_mrc[2].rfind("s,offload,s3fifo,3,7,", 0), 0u) << lcs_mrc[2];
@@ -198,6 +208,98 @@ TEST(PagingCli, BadInputExitsTwoNamingItAndLeavesNoOutput) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--rule 'topk:0'"), std::string::npos) << r.err;
   EXPECT_TRUE(std::filesystem::is_empty(dir.path() / "out"));
+}
+
+// kvsim requests -> csv / oracleGeneral -> kvsim paging gives, in classic semantics, the fault
+// counts of paging the trace directly; malformed libCacheSim files exit 2 naming the problem.
+TEST(PagingCli, LibCacheSimExportsReadBackWithTheSameFaults) {
+  TempDir dir;
+  const std::string trace = WriteTinyTrace(dir);
+  const std::string flags = " --rule topk:4 --streams merged";
+  for (const char* format : {"csv", "oracle"}) {
+    const std::string file =
+        dir.File(std::string("m.") + (format[0] == 'c' ? "csv" : "oracleGeneral.bin"));
+    const auto r = RunKvsim("requests " + ShellQuote(trace) + " -o " + ShellQuote(file) +
+                            " --format " + format + flags);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string common = " --cache-sizes 2,5,9 --policies lru,fifo,sieve,opt --modes offload";
+  auto faults = [&](const std::string& input, const std::string& extra) {
+    const auto r =
+        RunKvsim("paging " + ShellQuote(input) + " -o " + ShellQuote(dir.path()) + common + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::vector<std::string> cols;
+    for (const auto& line : Lines(dir.File("paging_mrc.csv"))) {
+      // policy, cache_size, requests, faults, opt_faults
+      std::vector<std::string> f;
+      std::stringstream in(line);
+      for (std::string x; std::getline(in, x, ',');) f.push_back(x);
+      cols.push_back(f[2] + "," + f[3] + "," + f[4] + "," + f[5] + "," + f[7]);
+    }
+    return cols;
+  };
+  const std::string classic = " --semantics classic";
+  const auto direct = faults(trace, flags + classic);
+  ASSERT_EQ(direct.size(), 1u + 4 * 3);
+  EXPECT_EQ(faults(dir.File("m.csv"), classic), direct);
+  EXPECT_EQ(faults(dir.File("m.oracleGeneral.bin"), classic), direct);
+  EXPECT_EQ(faults(dir.File("m.oracleGeneral.bin"), classic + " --input-format oracleGeneral"),
+            direct);
+  // Step semantics also agree: consecutive rows of one decode position form its step again.
+  const auto step_direct = faults(trace, flags + " --semantics step");
+  EXPECT_EQ(faults(dir.File("m.csv"), " --semantics step"), step_direct);
+
+  WriteFileAtomically(dir.File("cut.oracleGeneral"), std::string(30, '\0'));
+  auto bad = RunKvsim("paging " + ShellQuote(dir.File("cut.oracleGeneral")) + " -o " +
+                      ShellQuote(dir.path()));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("cut.oracleGeneral: truncated oracleGeneral record at byte offset 24"),
+            std::string::npos)
+      << bad.err;
+  WriteFileAtomically(dir.File("bad.csv"), "time,obj_id,obj_size\n1,2,x\n");
+  bad = RunKvsim("paging " + ShellQuote(dir.File("bad.csv")) + " -o " + ShellQuote(dir.path()));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("line 2 field 3 (obj_size) is 'x'"), std::string::npos) << bad.err;
+  bad = RunKvsim("paging " + ShellQuote(dir.File("bad.csv")) + " -o " + ShellQuote(dir.path()) +
+                 " --input-format parquet");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--input-format 'parquet'"), std::string::npos) << bad.err;
+  bad = RunKvsim("paging " + ShellQuote(dir.File("m.csv")) + " -o " + ShellQuote(dir.path()) +
+                 " --input-format requests");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("m.csv: --input-format requests but the file does not start with the "
+                         "header 'kvsim-requests 1'"),
+            std::string::npos)
+      << bad.err;
+}
+
+TEST(PagingCli, CacheSizeSpellingsPrefixAndRate) {
+  TempDir dir;
+  paging::RequestSequence seq;
+  seq.stream = "s";
+  seq.page_bytes = 10;
+  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
+  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  // 5 distinct pages of 10 bytes: 0.6f -> 3 pages, 30B -> 3 pages, 1KiB -> 102 pages.
+  const auto r =
+      RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(dir.path()) +
+               " --cache-sizes 0.6f,30B,1KiB --policies lru --prefix run1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.File("paging_mrc.csv")));
+  const auto mrc = MrcRows(dir.File("run1_mrc.csv"));
+  ASSERT_EQ(mrc.size(), 4u);
+  EXPECT_EQ(mrc[1], "s,offload,lru,3,7,6,0.8571428571428571,5,1.2,60,step");
+  EXPECT_EQ(mrc[2], mrc[1]);
+  EXPECT_EQ(mrc[3].rfind("s,offload,lru,102,7,5,", 0), 0u) << mrc[3];
+  EXPECT_NE(r.out.find("Mreq/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("run1_mrc.csv"), std::string::npos) << r.out;
+  for (const char* bad : {"--cache-sizes -0.5f", "--cache-sizes 10TB", "--prefix a/b"}) {
+    const auto b = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " +
+                            ShellQuote(dir.path()) + " " + bad);
+    EXPECT_EQ(b.exit_code, 2) << bad;
+    EXPECT_NE(b.err.find(std::string(bad).substr(0, std::string(bad).find(' '))), std::string::npos)
+        << b.err;
+  }
 }
 
 }  // namespace
