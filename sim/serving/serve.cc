@@ -148,8 +148,9 @@ ServingResult RunServing(const ServingScenario& scenario) {
     }
   }
   const size_t per_policy = scenario.rates.size() * scenario.capacities_bytes.size();
-  const int threads =
-      scenario.threads > 0 ? scenario.threads : tbb::this_task_arena::max_concurrency();
+  // More arena slots than cores only makes TBB warn; the result is the same for any count.
+  const int threads = std::min(scenario.threads > 0 ? scenario.threads : 4096,
+                               tbb::this_task_arena::max_concurrency());
   tbb::task_arena arena(threads);
   arena.execute([&] {
     tbb::parallel_for(size_t{0}, result.cells.size(), [&](size_t c) {
