@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "analysis/csv.h"
+#include "analysis/plot_serving.h"
 #include "analysis/sweep.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
@@ -199,6 +200,27 @@ TEST(ServeCli, WritesOutputsAndRefusesBadInput) {
                                       testing::ShellQuote(dir.File("out3")));
   EXPECT_EQ(mode.exit_code, 2);
   EXPECT_NE(mode.err.find("--on-full"), std::string::npos) << mode.err;
+}
+
+TEST(ServePlot, PoolTimelineAndRateFiguresFromTheOutputs) {
+  TempDir dir;
+  const ServingScenario s = Sweep(dir, 1);
+  WriteServingOutputs(dir.path() / "out", s, RunServing(s));
+  const auto pool = analysis::CsvTable::Read(dir.path() / "out" / "serve_pool.csv");
+  const auto summary = analysis::CsvTable::Read(dir.path() / "out" / "serve_summary.csv");
+  ASSERT_EQ(analysis::DetectServingResultKind(pool), analysis::ServingResultKind::kPool);
+  ASSERT_EQ(analysis::DetectServingResultKind(summary), analysis::ServingResultKind::kSummary);
+  std::filesystem::create_directory(dir.path() / "fig");
+  const auto figures =
+      analysis::PlotServingResults(pool, analysis::ServingResultKind::kPool, dir.path() / "fig");
+  EXPECT_EQ(figures.size(), 12u);  // one per cell
+  const auto rate = analysis::PlotServingResults(summary, analysis::ServingResultKind::kSummary,
+                                                 dir.path() / "fig");
+  ASSERT_EQ(rate.size(), 1u);
+  EXPECT_GT(std::filesystem::file_size(rate[0].png), 0u);
+  // The .dat keeps the numbers drawn, with their series labels.
+  const std::string dat = ReadFileToString(figures[0].data);
+  EXPECT_NE(dat.find("kv_full"), std::string::npos);
 }
 
 }  // namespace
