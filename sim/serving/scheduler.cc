@@ -155,6 +155,9 @@ class Run {
           r.min_budget_tokens = std::min(r.min_budget_tokens, s.allowance - 1);
         }
         r.peak_tokens = std::max(r.peak_tokens, held);
+        if (p.chunk == 0) {
+          r.mean_budget_tokens += static_cast<double>(std::min(s.allowance - 1, p.from + 1));
+        }
       }
       const double dt = IterationSeconds(cost_, shape_, work);
       now += dt;
@@ -360,6 +363,7 @@ class Run {
       ++r.decode_tokens;
     }
     if (s.decoded < s.decode_len) return;
+    if (r.decode_tokens > 0) r.mean_budget_tokens /= static_cast<double>(r.decode_tokens);
     r.finish_s = now;
     ++finished_;
     s.state = State::kDone;

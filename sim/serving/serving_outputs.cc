@@ -88,12 +88,26 @@ void WriteServingOutputs(const std::filesystem::path& dir,
   if (!std::filesystem::is_directory(dir)) {
     ThrowInputError("--out {}: not a directory and cannot be created", dir.string());
   }
-  CsvWriter requests(
-      dir / "serve_requests.csv",
-      Header({"request", "trace", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
-              "queue_s", "ttft_s", "tpot_s", "latency_s", "decode_tokens", "preemptions",
-              "rejected", "peak_tokens", "recall_budget_tokens", "mass_recall_mean",
-              "mass_recall_p5", "cosine_mean", "top8_recall"}));
+  CsvWriter requests(dir / "serve_requests.csv", Header({"request",
+                                                         "trace",
+                                                         "arrival_s",
+                                                         "first_scheduled_s",
+                                                         "first_token_s",
+                                                         "finish_s",
+                                                         "queue_s",
+                                                         "ttft_s",
+                                                         "tpot_s",
+                                                         "latency_s",
+                                                         "decode_tokens",
+                                                         "preemptions",
+                                                         "rejected",
+                                                         "peak_tokens",
+                                                         "mean_budget_tokens",
+                                                         "recall_budget_tokens",
+                                                         "mass_recall_mean",
+                                                         "mass_recall_p5",
+                                                         "cosine_mean",
+                                                         "top8_recall"}));
   CsvWriter pool(dir / "serve_pool.csv",
                  Header({"iteration", "time_s", "iteration_s", "kv_full_bytes",
                          "fragmentation_bytes", "free_bytes", "swapped_bytes", "running", "waiting",
@@ -107,17 +121,28 @@ void WriteServingOutputs(const std::filesystem::path& dir,
       const ReplayQuality& m = cell.quality[i];
       const bool done = q.finish_s >= 0.0;
       std::vector<std::string> row = key;
-      Append(row, {Int(q.id), result.trace_names.at(static_cast<size_t>(q.trace)), Num(q.arrival_s),
-                   Time(q.first_scheduled_s), Time(q.first_token_s), Time(q.finish_s),
+      Append(row, {Int(q.id),
+                   result.trace_names.at(static_cast<size_t>(q.trace)),
+                   Num(q.arrival_s),
+                   Time(q.first_scheduled_s),
+                   Time(q.first_token_s),
+                   Time(q.finish_s),
                    q.first_scheduled_s < 0.0 ? "" : Num(q.first_scheduled_s - q.arrival_s),
                    q.first_token_s < 0.0 ? "" : Num(q.first_token_s - q.arrival_s),
                    done && q.decode_tokens > 0
                        ? Num((q.finish_s - q.first_token_s) / static_cast<double>(q.decode_tokens))
                        : "",
-                   done ? Num(q.finish_s - q.arrival_s) : "", Int(q.decode_tokens),
-                   Int(q.preemptions), q.rejected ? "1" : "0", Int(q.peak_tokens),
-                   q.rejected ? "" : Int(m.budget_tokens), Num(m.mass_recall_mean),
-                   Num(m.mass_recall_p5), Num(m.cosine_mean), Num(m.top8_recall)});
+                   done ? Num(q.finish_s - q.arrival_s) : "",
+                   Int(q.decode_tokens),
+                   Int(q.preemptions),
+                   q.rejected ? "1" : "0",
+                   Int(q.peak_tokens),
+                   done ? Num(q.mean_budget_tokens) : "",
+                   q.rejected ? "" : Int(m.budget_tokens),
+                   Num(m.mass_recall_mean),
+                   Num(m.mass_recall_p5),
+                   Num(m.cosine_mean),
+                   Num(m.top8_recall)});
       requests.AddRow(row);
     }
     for (size_t i = 0; i < cell.schedule.timeline.size(); ++i) {
