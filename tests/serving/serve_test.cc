@@ -151,6 +151,27 @@ params = 8e9
   EXPECT_EQ(RunServing(s).cells.size(), 8u);  // 2 policies x 2 rates x 2 capacities
 }
 
+TEST(Serve, ScenarioPolicyTablesWithParams) {
+  TempDir dir;
+  std::ofstream(dir.File("s.toml")) << R"(traces = ["a.h5"]
+[[policy]]
+name = "h2o"
+params = { recent_ratio = 0.25 }
+[[policy]]
+name = "tova"
+[pool]
+capacity = "1MiB"
+share = "proportional"
+)";
+  const ServingScenario s = ReadScenarioFile(dir.File("s.toml"));
+  s.Validate("s.toml");
+  ASSERT_EQ(s.policies.size(), 2u);
+  EXPECT_EQ(s.policies[0].name, "h2o");
+  EXPECT_EQ(s.policies[0].params.values().at("recent_ratio"), "0.25");
+  EXPECT_EQ(s.policies[1].name, "tova");
+  EXPECT_EQ(s.scheduler.share, BudgetShare::kProportional);
+}
+
 void ExpectScenarioError(const std::string& text, const std::string& needle) {
   TempDir dir;
   std::ofstream(dir.File("s.toml")) << text;
