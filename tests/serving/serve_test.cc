@@ -223,6 +223,39 @@ TEST(ServeCli, WritesOutputsAndRefusesBadInput) {
   EXPECT_NE(mode.err.find("--on-full"), std::string::npos) << mode.err;
 }
 
+// The check, literally through the CLI: one request on an ample pool prints the metrics
+// `kvsim replay` prints for the same trace (full cache, and h2o at its budget).
+TEST(ServeCli, SingleRequestRowEqualsKvsimReplayCsv) {
+  TempDir dir;
+  const std::string trace = WriteTrace(dir, "a.h5", 24, 40, 5);
+  for (const auto& [policy, budget] :
+       std::vector<std::pair<std::string, std::string>>{{"full", "40"}, {"h2o", "8"}}) {
+    const std::string out = dir.File("serve_" + policy);
+    const auto serve = testing::RunKvsim(
+        "serve --trace " + testing::ShellQuote(trace) + " --policy " + policy + " --budget " +
+        budget + " --requests 1 --capacity 1MiB --threads 1 -o " + testing::ShellQuote(out));
+    ASSERT_EQ(serve.exit_code, 0) << serve.err;
+    const std::string csv = dir.File("replay_" + policy + ".csv");
+    const auto replay =
+        testing::RunKvsim("replay --trace " + testing::ShellQuote(trace) + " --policy " + policy +
+                          " --budget " + budget + " --threads 1 --csv " + testing::ShellQuote(csv));
+    ASSERT_EQ(replay.exit_code, 0) << replay.err;
+    const auto requests = analysis::CsvTable::Read(out + "/serve_requests.csv");
+    const auto rows = analysis::CsvTable::Read(csv);
+    const size_t all = rows.num_rows() - 1;  // the `all` row comes last
+    ASSERT_EQ(rows.Text(all, rows.Column("layer")), "all");
+    for (const auto& [ours, theirs] :
+         std::vector<std::pair<std::string, std::string>>{{"mass_recall_mean", "mass_recall_mean"},
+                                                          {"mass_recall_p5", "mass_recall_p5"},
+                                                          {"cosine_mean", "cosine_mean"},
+                                                          {"top8_recall", "top8_recall_mean"}}) {
+      EXPECT_EQ(requests.Text(0, requests.Column(ours)), rows.Text(all, rows.Column(theirs)))
+          << policy << " " << ours;
+    }
+    EXPECT_EQ(requests.Text(0, requests.Column("preemptions")), "0");
+  }
+}
+
 TEST(ServePlot, PoolTimelineAndRateFiguresFromTheOutputs) {
   TempDir dir;
   const ServingScenario s = Sweep(dir, 1);
