@@ -172,6 +172,21 @@ share = "proportional"
   EXPECT_EQ(s.scheduler.share, BudgetShare::kProportional);
 }
 
+// The scenario example in sim/serving/README.md parses and validates as documented.
+TEST(Serve, ReadmeScenarioExampleParses) {
+  const std::string readme = ReadFileToString(KVSIM_SOURCE_DIR "/sim/serving/README.md");
+  const size_t begin = readme.find("```toml\n");
+  ASSERT_NE(begin, std::string::npos);
+  const size_t end = readme.find("```", begin + 8);
+  TempDir dir;
+  std::ofstream(dir.File("s.toml")) << readme.substr(begin + 8, end - begin - 8);
+  const ServingScenario s = ReadScenarioFile(dir.File("s.toml"));
+  s.Validate("README");
+  EXPECT_EQ(s.rates.size(), 2u);
+  EXPECT_EQ(s.capacities_bytes, (std::vector<int64_t>{256 * 1024, 1024 * 1024}));
+  EXPECT_EQ(s.scheduler.on_full, OnFull::kEvict);
+}
+
 void ExpectScenarioError(const std::string& text, const std::string& needle) {
   TempDir dir;
   std::ofstream(dir.File("s.toml")) << text;
