@@ -156,7 +156,8 @@ class Run {
         }
         r.peak_tokens = std::max(r.peak_tokens, held);
         if (p.chunk == 0) {
-          r.mean_budget_tokens += static_cast<double>(std::min(s.allowance - 1, p.from + 1));
+          r.mean_budget_tokens +=
+              static_cast<double>(std::min(s.allowance - 1, s.prompt_len + s.decode_len));
         }
       }
       const double dt = IterationSeconds(cost_, shape_, work);

@@ -75,8 +75,8 @@ struct RequestRecord {
   // The smallest budget (tokens per layer and KV head) it ran under, as the replay reads it:
   // min over its running iterations of allowance - 1; policy_budget_tokens if never squeezed.
   int64_t min_budget_tokens = 0;
-  // Mean over its decode steps of the budget that bound it there, min(allowance - 1, context):
-  // how much the replay at min_budget_tokens understates what it had (0 before any decode).
+  // Mean over its decode steps of its budget (allowance - 1) capped at its trace's length: how
+  // much the replay at min_budget_tokens understates what it had (0 before any decode).
   double mean_budget_tokens = 0.0;
   int64_t peak_tokens = 0;  // most tokens per (layer, KV head) it held at once
 };

@@ -44,7 +44,7 @@ CellSummary Summarize(const ServingCell& cell) {
   CellSummary s;
   const ScheduleResult& r = cell.schedule;
   std::vector<double> latency, ttft, tpot, queue;
-  double recall_sum = 0.0, time_in_system = 0.0;
+  double recall_sum = 0.0, recall_at_mean_sum = 0.0, time_in_system = 0.0;
   int64_t recall_n = 0, tokens = 0;
   for (size_t i = 0; i < r.requests.size(); ++i) {
     const RequestRecord& q = r.requests[i];
@@ -66,6 +66,7 @@ CellSummary Summarize(const ServingCell& cell) {
     time_in_system += q.finish_s - q.arrival_s;
     if (!std::isnan(cell.quality[i].mass_recall_mean)) {
       recall_sum += cell.quality[i].mass_recall_mean;
+      recall_at_mean_sum += cell.quality_at_mean[i].mass_recall_mean;
       ++recall_n;
     }
   }
@@ -81,6 +82,8 @@ CellSummary Summarize(const ServingCell& cell) {
   s.peak_bytes = r.peak_allocated_bytes;
   s.peak_time_s = r.peak_time_s;
   s.mean_recall = recall_n > 0 ? recall_sum / static_cast<double>(recall_n) : kNaN;
+  s.mean_recall_at_mean_budget =
+      recall_n > 0 ? recall_at_mean_sum / static_cast<double>(recall_n) : kNaN;
   double frag = 0.0, in_system = 0.0;
   for (const PoolSample& x : r.timeline) {
     frag += static_cast<double>(x.fragmentation_bytes) * x.iteration_s;
@@ -170,13 +173,23 @@ ServingResult RunServing(const ServingScenario& scenario) {
 
   // Open-loop quality: one replay per distinct (policy, trace, budget), through the sweep.
   std::map<std::tuple<size_t, int, int64_t>, ReplayQuality> quality;
-  const auto replay_budget = [&](const RequestRecord& q) {
+  const auto clamp = [&](const RequestRecord& q, int64_t budget) {
     return std::max<int64_t>(
-        1, std::min<int64_t>(q.min_budget_tokens, metas[static_cast<size_t>(q.trace)].total_len));
+        1, std::min<int64_t>(budget, metas[static_cast<size_t>(q.trace)].total_len));
+  };
+  const auto replay_budget = [&](const RequestRecord& q) { return clamp(q, q.min_budget_tokens); };
+  // The mean budget rounded to whole blocks, so that requests share replays.
+  const auto mean_budget = [&](const RequestRecord& q) {
+    if (q.decode_tokens == 0) return replay_budget(q);
+    const int64_t b = scenario.block_tokens;
+    const int64_t blocks = std::llround(q.mean_budget_tokens / static_cast<double>(b));
+    return clamp(q, blocks * b);
   };
   for (size_t c = 0; c < result.cells.size(); ++c) {
     for (const RequestRecord& q : result.cells[c].schedule.requests) {
-      if (!q.rejected) quality[{c / per_policy, q.trace, replay_budget(q)}] = {};
+      if (q.rejected) continue;
+      quality[{c / per_policy, q.trace, replay_budget(q)}] = {};
+      quality[{c / per_policy, q.trace, mean_budget(q)}] = {};
     }
   }
   for (size_t p = 0; p < scenario.policies.size(); ++p) {
@@ -208,8 +221,11 @@ ServingResult RunServing(const ServingScenario& scenario) {
   for (size_t c = 0; c < result.cells.size(); ++c) {
     ServingCell& cell = result.cells[c];
     for (const RequestRecord& q : cell.schedule.requests) {
-      cell.quality.push_back(q.rejected ? ReplayQuality{-1, kNaN, kNaN, kNaN, kNaN}
+      const ReplayQuality none{-1, kNaN, kNaN, kNaN, kNaN};
+      cell.quality.push_back(q.rejected ? none
                                         : quality.at({c / per_policy, q.trace, replay_budget(q)}));
+      cell.quality_at_mean.push_back(
+          q.rejected ? none : quality.at({c / per_policy, q.trace, mean_budget(q)}));
     }
     cell.summary = Summarize(cell);
   }

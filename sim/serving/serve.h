@@ -41,8 +41,9 @@ struct CellSummary {
   int64_t preemptions = 0;
   int64_t peak_bytes = 0;  // allocated (used + fragmentation)
   double peak_time_s = 0.0;
-  double mean_fragmentation_bytes = 0.0;  // time-weighted over iterations
-  double mean_recall = 0.0;               // mass_recall_mean over completed requests
+  double mean_fragmentation_bytes = 0.0;    // time-weighted over iterations
+  double mean_recall = 0.0;                 // mass_recall_mean over completed requests
+  double mean_recall_at_mean_budget = 0.0;  // the same, each replayed at its mean budget
   // Little's law: time-averaged requests in system (iteration samples) vs arrival rate x mean
   // time in system, both over [0, end_s].
   double little_l = 0.0;
@@ -55,7 +56,9 @@ struct ServingCell {
   int64_t capacity_bytes = 0;
   OnFull on_full = OnFull::kQueue;  // as run (evict falls back to recompute for full)
   ScheduleResult schedule;
-  std::vector<ReplayQuality> quality;  // per request (rejected ones: NaN)
+  std::vector<ReplayQuality> quality;  // per request at its smallest budget (rejected: NaN)
+  // Per request, replayed at its mean budget rounded to whole blocks: an estimate, not a bound.
+  std::vector<ReplayQuality> quality_at_mean;
   CellSummary summary;
 };
 

@@ -59,6 +59,7 @@ const std::vector<std::string>& SummaryHeader() {
                                                     "peak_time_s",
                                                     "mean_fragmentation_bytes",
                                                     "mean_recall",
+                                                    "mean_recall_at_mean_budget",
                                                     "little_l",
                                                     "little_lambda_w"});
   return h;
@@ -73,8 +74,8 @@ std::vector<std::string> SummaryFields(const ServingCell& cell) {
     for (double v : *a) row.push_back(Num(v));
   }
   Append(row, {Int(s.preemptions), Int(s.peak_bytes), Num(s.peak_time_s),
-               Num(s.mean_fragmentation_bytes), Num(s.mean_recall), Num(s.little_l),
-               Num(s.little_lambda_w)});
+               Num(s.mean_fragmentation_bytes), Num(s.mean_recall),
+               Num(s.mean_recall_at_mean_budget), Num(s.little_l), Num(s.little_lambda_w)});
   return row;
 }
 
@@ -107,7 +108,9 @@ void WriteServingOutputs(const std::filesystem::path& dir,
                                                          "mass_recall_mean",
                                                          "mass_recall_p5",
                                                          "cosine_mean",
-                                                         "top8_recall"}));
+                                                         "top8_recall",
+                                                         "mean_budget_replayed_tokens",
+                                                         "mass_recall_mean_at_mean_budget"}));
   CsvWriter pool(dir / "serve_pool.csv",
                  Header({"iteration", "time_s", "iteration_s", "kv_full_bytes",
                          "fragmentation_bytes", "free_bytes", "swapped_bytes", "running", "waiting",
@@ -142,7 +145,9 @@ void WriteServingOutputs(const std::filesystem::path& dir,
                    Num(m.mass_recall_mean),
                    Num(m.mass_recall_p5),
                    Num(m.cosine_mean),
-                   Num(m.top8_recall)});
+                   Num(m.top8_recall),
+                   q.rejected ? "" : Int(cell.quality_at_mean[i].budget_tokens),
+                   Num(cell.quality_at_mean[i].mass_recall_mean)});
       requests.AddRow(row);
     }
     for (size_t i = 0; i < cell.schedule.timeline.size(); ++i) {
