@@ -9,6 +9,7 @@
 
 #include "analysis/csv.h"
 #include "analysis/plot.h"
+#include "analysis/plot_serving.h"
 #include "apps/command.h"
 #include "common/error.h"
 
@@ -24,7 +25,8 @@ void RegisterPlotCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "plot",
       "Draw PNG and SVG figures (with gnuplot) from result CSVs: sweep.csv, memory.csv, "
-      "recurrence.csv, paging_mrc.csv, paging_predictions.csv");
+      "recurrence.csv, paging_mrc.csv, paging_predictions.csv, serve_pool.csv, "
+      "serve_summary.csv");
   cmd->add_option("results", args->inputs, "result CSV files (kind detected from the header)")
       ->required();
   cmd->add_option("-o,--out", args->out_dir,
@@ -37,8 +39,15 @@ void RegisterPlotCommand(CLI::App& app) {
     if (!args->kind.empty()) forced = analysis::ParseResultKind(args->kind);
     // Read and check every input before drawing anything.
     std::vector<std::pair<analysis::CsvTable, analysis::ResultKind>> inputs;
+    std::vector<std::pair<analysis::CsvTable, analysis::ServingResultKind>> serving;
     for (const std::string& input : args->inputs) {
       analysis::CsvTable table = analysis::CsvTable::Read(input);
+      if (!forced) {
+        if (const auto s = analysis::DetectServingResultKind(table)) {
+          serving.emplace_back(std::move(table), *s);
+          continue;
+        }
+      }
       const analysis::ResultKind kind = forced ? *forced : analysis::DetectResultKind(table);
       analysis::ValidateResults(table, kind);
       inputs.emplace_back(std::move(table), kind);
@@ -51,6 +60,11 @@ void RegisterPlotCommand(CLI::App& app) {
     }
     for (const auto& [table, kind] : inputs) {
       for (const analysis::PlottedFigure& figure : analysis::PlotResults(table, kind, out_dir)) {
+        fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
+      }
+    }
+    for (const auto& [table, kind] : serving) {
+      for (const auto& figure : analysis::PlotServingResults(table, kind, out_dir)) {
         fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
       }
     }

@@ -1,0 +1,237 @@
+#include "sim/serving/serve.h"
+
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "common/error.h"
+#include "policies/eviction_policy.h"
+#include "sim/budget.h"
+#include "traces/trace_io.h"
+
+namespace kvsim::serving {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Policies that keep every token: the pool charges them every token at full precision (KIVI's
+// quantized bytes are not modelled by the pool yet).
+bool KeepsEveryToken(const std::string& policy) { return policy == "full" || policy == "kivi"; }
+
+// numpy's default percentile (linear between order statistics); NaN for no values.
+std::array<double, 3> Percentiles(std::vector<double> values) {
+  std::array<double, 3> out{kNaN, kNaN, kNaN};
+  if (values.empty()) return out;
+  std::sort(values.begin(), values.end());
+  const std::array<double, 3> qs = {0.50, 0.95, 0.99};
+  for (size_t i = 0; i < qs.size(); ++i) {
+    const double h = static_cast<double>(values.size() - 1) * qs[i];
+    const auto lo = static_cast<size_t>(std::floor(h));
+    const size_t hi = std::min(lo + 1, values.size() - 1);
+    out[i] = values[lo] + (h - static_cast<double>(lo)) * (values[hi] - values[lo]);
+  }
+  return out;
+}
+
+CellSummary Summarize(const ServingCell& cell) {
+  CellSummary s;
+  const ScheduleResult& r = cell.schedule;
+  std::vector<double> latency, ttft, tpot, queue;
+  double recall_sum = 0.0, recall_at_mean_sum = 0.0, time_in_system = 0.0;
+  int64_t recall_n = 0, tokens = 0;
+  for (size_t i = 0; i < r.requests.size(); ++i) {
+    const RequestRecord& q = r.requests[i];
+    ++s.requests;
+    s.preemptions += q.preemptions;
+    if (q.rejected) {
+      ++s.rejected;
+      continue;
+    }
+    if (q.finish_s < 0.0) continue;
+    ++s.completed;
+    tokens += q.decode_tokens;
+    latency.push_back(q.finish_s - q.arrival_s);
+    ttft.push_back(q.first_token_s - q.arrival_s);
+    queue.push_back(q.first_scheduled_s - q.arrival_s);
+    if (q.decode_tokens > 0) {
+      tpot.push_back((q.finish_s - q.first_token_s) / static_cast<double>(q.decode_tokens));
+    }
+    time_in_system += q.finish_s - q.arrival_s;
+    if (!std::isnan(cell.quality[i].mass_recall_mean)) {
+      recall_sum += cell.quality[i].mass_recall_mean;
+      recall_at_mean_sum += cell.quality_at_mean[i].mass_recall_mean;
+      ++recall_n;
+    }
+  }
+  s.end_s = r.end_s;
+  if (r.end_s > 0.0) {
+    s.output_tokens_per_s = static_cast<double>(tokens) / r.end_s;
+    s.requests_per_s = static_cast<double>(s.completed) / r.end_s;
+  }
+  s.latency_s = Percentiles(latency);
+  s.ttft_s = Percentiles(ttft);
+  s.tpot_s = Percentiles(tpot);
+  s.queue_s = Percentiles(queue);
+  s.peak_bytes = r.peak_allocated_bytes;
+  s.peak_time_s = r.peak_time_s;
+  s.mean_recall = recall_n > 0 ? recall_sum / static_cast<double>(recall_n) : kNaN;
+  s.mean_recall_at_mean_budget =
+      recall_n > 0 ? recall_at_mean_sum / static_cast<double>(recall_n) : kNaN;
+  double frag = 0.0, in_system = 0.0;
+  for (const PoolSample& x : r.timeline) {
+    frag += static_cast<double>(x.fragmentation_bytes) * x.iteration_s;
+    in_system += static_cast<double>(x.in_system) * x.iteration_s;
+  }
+  if (r.end_s > 0.0) {
+    s.mean_fragmentation_bytes = frag / r.end_s;
+    s.little_l = in_system / r.end_s;
+    // lambda = completed / end, W = mean time in system: lambda W = total time in system / end.
+    s.little_lambda_w = time_in_system / r.end_s;
+  }
+  return s;
+}
+
+}  // namespace
+
+ServingResult RunServing(const ServingScenario& scenario) {
+  const auto start = std::chrono::steady_clock::now();
+  ServingResult result;
+  std::vector<traces::TraceMeta> metas;
+  for (const std::string& path : scenario.traces) {
+    metas.push_back(traces::TraceReader(path).meta());
+    result.trace_names.push_back(std::filesystem::path(path).stem().string());
+    if (!(metas.back().shape == metas.front().shape)) {
+      ThrowInputError("{}: model shape differs from {}'s: one pool serves one model", path,
+                      scenario.traces.front());
+    }
+  }
+  const models::ModelShape& shape = metas.front().shape;
+  for (int64_t capacity : scenario.capacities_bytes) {  // errors before any work
+    (void)PoolGeometry::Make(shape, scenario.block_tokens, capacity, "pool.capacity");
+  }
+
+  // Per policy: what each trace costs the scheduler.
+  std::vector<std::vector<SequenceShape>> shapes(scenario.policies.size());
+  for (size_t p = 0; p < scenario.policies.size(); ++p) {
+    for (const traces::TraceMeta& meta : metas) {
+      SequenceShape s;
+      s.prompt_len = meta.prompt_len;
+      s.decode_len = meta.decode_len();
+      s.policy_budget_tokens = policies::kUnlimitedTokens;
+      s.keeps_every_token = KeepsEveryToken(scenario.policies[p].name);
+      if (scenario.budget && !s.keeps_every_token) {
+        s.policy_budget_tokens = sim::Budget::Parse(*scenario.budget, "budget")
+                                     .ResolveTokens(meta.prompt_len, shape.KvBytesPerToken());
+      }
+      shapes[p].push_back(s);
+    }
+  }
+  std::vector<std::vector<ServingRequest>> requests;  // per rate
+  for (double rate : scenario.rates) {
+    WorkloadSpec w = scenario.workload;
+    w.rate_per_s = rate;
+    requests.push_back(MakeRequests(w, result.trace_names));
+  }
+  for (size_t p = 0; p < scenario.policies.size(); ++p) {
+    for (double rate : scenario.rates) {
+      for (int64_t capacity : scenario.capacities_bytes) {
+        ServingCell cell;
+        cell.policy = scenario.policies[p];
+        cell.rate_per_s = rate;
+        cell.capacity_bytes = capacity;
+        result.cells.push_back(std::move(cell));
+      }
+    }
+  }
+  const size_t per_policy = scenario.rates.size() * scenario.capacities_bytes.size();
+  // More arena slots than cores only makes TBB warn; the result is the same for any count.
+  const int threads = std::min(scenario.threads > 0 ? scenario.threads : 4096,
+                               tbb::this_task_arena::max_concurrency());
+  tbb::task_arena arena(threads);
+  arena.execute([&] {
+    tbb::parallel_for(size_t{0}, result.cells.size(), [&](size_t c) {
+      ServingCell& cell = result.cells[c];
+      const size_t p = c / per_policy;
+      const size_t rate = (c % per_policy) / scenario.capacities_bytes.size();
+      const PoolGeometry geometry =
+          PoolGeometry::Make(shape, scenario.block_tokens, cell.capacity_bytes, "pool.capacity");
+      cell.on_full = scenario.scheduler.on_full;
+      if (cell.on_full == OnFull::kEvict && KeepsEveryToken(cell.policy.name)) {
+        cell.on_full = OnFull::kPreemptRecompute;
+      }
+      cell.schedule =
+          Schedule(scenario.scheduler, geometry, scenario.cost, shape, shapes[p], requests[rate]);
+    });
+  });
+
+  // Open-loop quality: one replay per distinct (policy, trace, budget), through the sweep.
+  std::map<std::tuple<size_t, int, int64_t>, ReplayQuality> quality;
+  const auto clamp = [&](const RequestRecord& q, int64_t budget) {
+    return std::max<int64_t>(
+        1, std::min<int64_t>(budget, metas[static_cast<size_t>(q.trace)].total_len));
+  };
+  const auto replay_budget = [&](const RequestRecord& q) { return clamp(q, q.min_budget_tokens); };
+  // The mean budget rounded to whole blocks, so that requests share replays.
+  const auto mean_budget = [&](const RequestRecord& q) {
+    if (q.decode_tokens == 0) return replay_budget(q);
+    const int64_t b = scenario.block_tokens;
+    const int64_t blocks = std::llround(q.mean_budget_tokens / static_cast<double>(b));
+    return clamp(q, blocks * b);
+  };
+  for (size_t c = 0; c < result.cells.size(); ++c) {
+    for (const RequestRecord& q : result.cells[c].schedule.requests) {
+      if (q.rejected) continue;
+      quality[{c / per_policy, q.trace, replay_budget(q)}] = {};
+      quality[{c / per_policy, q.trace, mean_budget(q)}] = {};
+    }
+  }
+  for (size_t p = 0; p < scenario.policies.size(); ++p) {
+    for (size_t t = 0; t < metas.size(); ++t) {
+      analysis::SweepPlan plan;
+      plan.traces = {scenario.traces[t]};
+      plan.policies = {scenario.policies[p]};
+      for (const auto& [key, value] : quality) {
+        if (std::get<0>(key) == p && std::get<1>(key) == static_cast<int>(t)) {
+          plan.budgets.push_back(
+              sim::Budget::Parse(std::to_string(std::get<2>(key)), "replay budget"));
+        }
+      }
+      if (plan.budgets.empty()) continue;
+      plan.options.seed = scenario.seed;
+      plan.threads = scenario.threads;
+      const analysis::SweepResult sweep = analysis::RunSweep(plan);
+      for (const analysis::ResultRow& row : sweep.table.rows()) {
+        if (row.layer != "all") continue;
+        ReplayQuality& q = quality.at({p, static_cast<int>(t), std::stoll(row.budget)});
+        q.budget_tokens = std::stoll(row.budget);
+        q.mass_recall_mean = row.mass_recall.mean;
+        q.mass_recall_p5 = row.mass_recall.p5;
+        q.cosine_mean = row.cosine.mean;
+        q.top8_recall = row.top_recall_mean[1];
+      }
+    }
+  }
+  for (size_t c = 0; c < result.cells.size(); ++c) {
+    ServingCell& cell = result.cells[c];
+    for (const RequestRecord& q : cell.schedule.requests) {
+      const ReplayQuality none{-1, kNaN, kNaN, kNaN, kNaN};
+      cell.quality.push_back(q.rejected ? none
+                                        : quality.at({c / per_policy, q.trace, replay_budget(q)}));
+      cell.quality_at_mean.push_back(
+          q.rejected ? none : quality.at({c / per_policy, q.trace, mean_budget(q)}));
+    }
+    cell.summary = Summarize(cell);
+  }
+  result.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace kvsim::serving
