@@ -15,6 +15,7 @@
 #include <numeric>
 
 #include "analysis/csv.h"
+#include "analysis/toml_file.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/json_text.h"
@@ -69,13 +70,7 @@ int SweepPlan::EffectiveThreads() const {
 }
 
 SweepPlan ReadSweepFile(const std::filesystem::path& path) {
-  toml::table root;
-  try {
-    root = toml::parse(ReadFileToString(path), path.string());
-  } catch (const toml::parse_error& e) {
-    ThrowInputError("{}:{}:{}: not valid TOML: {}", path.string(), e.source().begin.line,
-                    e.source().begin.column, e.description());
-  }
+  const toml::table root = ParseTomlFile(path);
   static const std::vector<std::string_view> kKeys = {"traces",   "budgets", "regime", "gqa",
                                                       "evict",    "ties",    "seed",   "threads",
                                                       "policies", "policy"};

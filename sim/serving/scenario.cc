@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "analysis/csv.h"
+#include "analysis/toml_file.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "policies/registry.h"
@@ -149,13 +150,7 @@ double ParseRate(const std::string& text, const std::string& field) {
 }  // namespace
 
 ServingScenario ReadScenarioFile(const std::filesystem::path& path) {
-  toml::table root;
-  try {
-    root = toml::parse(ReadFileToString(path), path.string());
-  } catch (const toml::parse_error& e) {
-    ThrowInputError("{}:{}:{}: not valid TOML: {}", path.string(), e.source().begin.line,
-                    e.source().begin.column, e.description());
-  }
+  const toml::table root = analysis::ParseTomlFile(path);
   const std::string file = path.string();
   const std::filesystem::path base = path.parent_path();
   const auto relative = [&](const std::string& p) {

@@ -59,6 +59,15 @@ std::vector<std::string> Lines(const std::string& path) {
 }
 
 // paging_mrc.csv rows without their last column (requests_per_second, a timing).
+// Stream "s", pages of 10 bytes, one request per step: 1 2 3 1 4 2 5 (5 distinct pages).
+void WriteSevenRequests(const std::string& path) {
+  paging::RequestSequence seq;
+  seq.stream = "s";
+  seq.page_bytes = 10;
+  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
+  paging::WriteRequestsFile(path, std::vector<paging::RequestSequence>{seq});
+}
+
 std::vector<std::string> MrcRows(const std::string& path) {
   std::vector<std::string> rows = Lines(path);
   for (auto& row : rows) row.erase(row.rfind(','));
@@ -125,11 +134,7 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
 
 TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
   TempDir dir;
-  paging::RequestSequence seq;
-  seq.stream = "s";
-  seq.page_bytes = 10;
-  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
-  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  WriteSevenRequests(dir.File("r.txt"));
   const auto r =
       RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(dir.path()) +
                " --cache-sizes 3 --policies lru,opt,belady --modes offload,evict");
@@ -157,11 +162,7 @@ TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
 
 TEST(PagingCli, TakesLibCacheSimNamesAndCreatesTheOutputFolder) {
   TempDir dir;
-  paging::RequestSequence seq;
-  seq.stream = "s";
-  seq.page_bytes = 10;
-  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
-  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  WriteSevenRequests(dir.File("r.txt"));
   const std::string out = (dir.path() / "new" / "folder").string();
   const auto r = RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(out) +
                           " --cache-sizes 3 --policies LRU,belady --modes offload");
@@ -275,11 +276,7 @@ TEST(PagingCli, LibCacheSimExportsReadBackWithTheSameFaults) {
 
 TEST(PagingCli, CacheSizeSpellingsPrefixAndRate) {
   TempDir dir;
-  paging::RequestSequence seq;
-  seq.stream = "s";
-  seq.page_bytes = 10;
-  for (uint64_t p : {1, 2, 3, 1, 4, 2, 5}) seq.AddStep(0, std::vector<uint64_t>{p});
-  paging::WriteRequestsFile(dir.File("r.txt"), std::vector<paging::RequestSequence>{seq});
+  WriteSevenRequests(dir.File("r.txt"));
   // 5 distinct pages of 10 bytes: 0.6f -> 3 pages, 30B -> 3 pages, 1KiB -> 102 pages.
   const auto r =
       RunKvsim("paging " + ShellQuote(dir.File("r.txt")) + " -o " + ShellQuote(dir.path()) +
