@@ -33,7 +33,8 @@ struct SnapKvOptions {
   bool mean_then_pool = false;  // pool_order: KVCache-Factory kv_head (true) or kvpress (false)
 };
 
-// Reads window / kernel / pooling / pool_order with the given defaults. Throws InputError for bad values.
+// Reads window / kernel / pooling / pool_order with the given defaults. Throws InputError for bad
+// values.
 SnapKvOptions ReadSnapKvOptions(const PolicyParams& params,
                                 int64_t default_window,
                                 int64_t default_kernel,
