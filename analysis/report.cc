@@ -10,6 +10,7 @@
 
 #include "analysis/csv.h"
 #include "analysis/plot.h"
+#include "analysis/plot_serving.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/json_text.h"
@@ -18,8 +19,13 @@
 namespace kvsim::analysis {
 namespace {
 
-constexpr std::array<std::string_view, 5> kResultFiles = {
-    "sweep.csv", "memory.csv", "recurrence.csv", "paging_mrc.csv", "paging_predictions.csv"};
+constexpr std::array<std::string_view, 7> kResultFiles = {"sweep.csv",
+                                                          "memory.csv",
+                                                          "recurrence.csv",
+                                                          "paging_mrc.csv",
+                                                          "paging_predictions.csv",
+                                                          "serve_pool.csv",
+                                                          "serve_summary.csv"};
 
 // Fields of sweep.json in RESULTS_FORMAT.md order; other fields follow alphabetically.
 constexpr std::array<std::string_view, 10> kMetadataOrder = {
@@ -177,6 +183,16 @@ std::string TieSensitiveCells(const CsvTable& table) {
          rows + "</table>\n";
 }
 
+// One figure embedded as a PNG data URI, captioned with its title, name and source file.
+std::string Figure(const PlottedFigure& figure, const std::string& source) {
+  return fmt::format(
+      "<figure>\n<img alt=\"{1}\" src=\"data:image/png;base64,{2}\">\n"
+      "<figcaption>{1} <small>(<code>{0}</code> from <code>{3}</code>)</small>"
+      "</figcaption>\n</figure>\n",
+      Escape(figure.name), Escape(figure.title), Base64(ReadFileToString(figure.png)),
+      Escape(source));
+}
+
 constexpr std::string_view kStyle = R"(<style>
 body { font-family: sans-serif; max-width: 1240px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -226,17 +242,24 @@ ReportInputs CollectReportInputs(const std::vector<std::string>& paths) {
   if (inputs.csvs.empty()) {
     ThrowInputError(
         "{}: no result CSV found (expected one of sweep.csv, memory.csv, "
-        "recurrence.csv, paging_mrc.csv, paging_predictions.csv)",
+        "recurrence.csv, paging_mrc.csv, paging_predictions.csv, serve_pool.csv, "
+        "serve_summary.csv)",
         fmt::join(paths, " "));
   }
   return inputs;
 }
 
 void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_html) {
-  // Read and validate everything before drawing: a bad input leaves nothing behind.
+  // Read and validate everything before drawing: a bad input leaves nothing behind. Serving
+  // outputs (kvsim serve) are drawn by their own module after the replay figures.
   std::vector<std::pair<CsvTable, ResultKind>> tables;
+  std::vector<std::pair<CsvTable, ServingResultKind>> serving;
   for (const auto& path : inputs.csvs) {
     CsvTable table = CsvTable::Read(path);
+    if (const std::optional<ServingResultKind> s = DetectServingResultKind(table)) {
+      serving.emplace_back(std::move(table), *s);
+      continue;
+    }
     const ResultKind kind = DetectResultKind(table);
     ValidateResults(table, kind);
     tables.emplace_back(std::move(table), kind);
@@ -255,6 +278,11 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
   for (const auto& [table, kind] : tables) {
     html += fmt::format("<li><code>{}</code>: {}, {} rows</li>\n", Escape(table.source()),
                         ResultKindName(kind), table.num_rows());
+  }
+  for (const auto& [table, kind] : serving) {
+    html += fmt::format("<li><code>{}</code>: serving {}, {} rows</li>\n", Escape(table.source()),
+                        kind == ServingResultKind::kPool ? "pool timeline" : "summary",
+                        table.num_rows());
   }
   html += "</ul>\n";
 
@@ -280,12 +308,15 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
     const std::filesystem::path dir = scratch.path() / std::to_string(i);
     std::filesystem::create_directory(dir);
     for (const PlottedFigure& figure : PlotResults(table, kind, dir)) {
-      html += fmt::format(
-          "<figure>\n<img alt=\"{1}\" src=\"data:image/png;base64,{2}\">\n"
-          "<figcaption>{1} <small>(<code>{0}</code> from <code>{3}</code>)</small>"
-          "</figcaption>\n</figure>\n",
-          Escape(figure.name), Escape(figure.title), Base64(ReadFileToString(figure.png)),
-          Escape(table.source()));
+      html += Figure(figure, table.source());
+    }
+  }
+  for (std::size_t i = 0; i < serving.size(); ++i) {
+    const auto& [table, kind] = serving[i];
+    const std::filesystem::path dir = scratch.path() / ("serve" + std::to_string(i));
+    std::filesystem::create_directory(dir);
+    for (const PlottedFigure& figure : PlotServingResults(table, kind, dir)) {
+      html += Figure(figure, table.source());
     }
   }
   html += fmt::format("<footer>Generated by kvsim {}.</footer>\n</body>\n</html>\n", kVersion);

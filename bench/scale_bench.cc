@@ -195,7 +195,7 @@ class Bench {
   // FLOPs a later replay no longer does.
   double Stats(const char* label, const std::string& trace, const Shape& s) {
     if (!has_stats_) return 0.0;
-    Measure(label, "stats (prompt statistics)", {"stats", trace}, PromptStatsFlops(s));
+    Measure(label, "stats (prompt statistics)", {"stats", "--force", trace}, PromptStatsFlops(s));
     return PromptStatsFlops(s);
   }
 

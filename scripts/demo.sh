@@ -60,7 +60,7 @@ $kvsim plot "$out/sweep/sweep.csv" "$out/memory/h2o_memory.csv" \
   "$out/serve/serve_summary.csv" -o "$out/figures"
 
 echo "[8/8] report"
-$kvsim report "$out/sweep" "$out/figures" -o "$out/report.html"
+$kvsim report "$out/sweep" "$out/figures" "$out/serve" -o "$out/report.html"
 
 echo "demo finished in $(($(date +%s) - start)) s (after the build)"
 echo "Report: $out/report.html"

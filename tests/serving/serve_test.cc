@@ -8,6 +8,7 @@
 
 #include "analysis/csv.h"
 #include "analysis/plot_serving.h"
+#include "analysis/report.h"
 #include "analysis/sweep.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
@@ -290,6 +291,18 @@ TEST(ServePlot, PoolTimelineAndRateFiguresFromTheOutputs) {
   // The .dat keeps the numbers drawn, with their series labels.
   const std::string dat = ReadFileToString(figures[0].data);
   EXPECT_NE(dat.find("kv_full"), std::string::npos);
+}
+
+TEST(ServePlot, ReportEmbedsThePoolTimelineAndRateFigures) {
+  TempDir dir;
+  ServingScenario s = Sweep(dir, 1);
+  WriteServingOutputs(dir.path() / "out", s, RunServing(s));
+  const auto page = dir.path() / "report.html";
+  analysis::WriteReport(analysis::CollectReportInputs({(dir.path() / "out").string()}), page);
+  const std::string html = ReadFileToString(page);
+  EXPECT_NE(html.find("serving pool timeline"), std::string::npos);
+  EXPECT_NE(html.find("<code>serve_pool_timeline_0</code>"), std::string::npos);
+  EXPECT_NE(html.find("<code>serve_vs_rate</code>"), std::string::npos);
 }
 
 }  // namespace
