@@ -44,6 +44,15 @@ struct SweepPlan {
   // percentile); with false, kvsim 0.1's sweep of that trace is reproduced to the last digit.
   bool share_logits = true;
   bool progress = false;  // progress bar on stderr (drawn only on a terminal)
+  // A cell's `all` row needs every layer's samples, so a sweep keeps them to the end: cells x
+  // layers x decode steps x query heads floats. When that estimate exceeds this many bytes,
+  // finished layers' metric and ledger samples wait in an anonymous temporary file
+  // (common/spill_file.h) and come back one cell at a time; the rows are identical either way.
+  // 0 = always spill (when there is more than one layer), -1 = never.
+  int64_t spill_threshold_bytes = int64_t{256} << 20;
+  // Keep each cell's merged memory ledger in SweepResult::ledgers (`kvsim replay` writes it as
+  // memory.csv); `kvsim sweep` does not need them and turns this off.
+  bool keep_ledgers = true;
 
   // Throws InputError if a list is empty, a policy is unknown or its parameters are invalid.
   void Validate() const;
@@ -66,7 +75,8 @@ struct CellKey {
 
 struct SweepResult {
   ResultTable table;
-  // Per cell (policy-major, then budget), per trace in order: the layers' ledgers merged.
+  // Per cell (policy-major, then budget), per trace in order: the layers' ledgers merged. Empty
+  // unless SweepPlan::keep_ledgers.
   std::vector<sim::MemoryLedger> ledgers;
   std::vector<CellKey> cells;
   double wall_seconds = 0.0;

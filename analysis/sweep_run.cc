@@ -14,6 +14,7 @@
 #include "analysis/sweep.h"
 #include "common/error.h"
 #include "common/progress.h"
+#include "common/spill_file.h"
 #include "policies/registry.h"
 #include "sim/prefill_attention.h"
 #include "sim/replay.h"
@@ -28,6 +29,37 @@ struct LayerOutcome {
   sim::LayerReplayResult replay;
   MetricSamples samples;
 };
+
+// Where a spilled outcome's bulky vectors wait (SweepPlan::spill_threshold_bytes).
+struct SpilledOutcome {
+  SpillFile::Extent mass_recall, rel_l2_error, cosine, ledger;
+};
+
+// Moves `out`'s per-sample vectors into `spill`, leaving its scalars.
+SpilledOutcome Spill(SpillFile& spill, LayerOutcome& out) {
+  SpilledOutcome where;
+  where.mass_recall = spill.Write<float>(out.samples.mass_recall);
+  where.rel_l2_error = spill.Write<float>(out.samples.rel_l2_error);
+  where.cosine = spill.Write<float>(out.samples.cosine);
+  where.ledger = spill.Write<sim::LedgerSample>(out.replay.ledger.samples());
+  std::vector<float>().swap(out.samples.mass_recall);
+  std::vector<float>().swap(out.samples.rel_l2_error);
+  std::vector<float>().swap(out.samples.cosine);
+  out.replay.ledger = sim::MemoryLedger();
+  return where;
+}
+
+// `kept` (scalars) with its vectors read back from `spill`.
+LayerOutcome Unspill(const SpillFile& spill,
+                     const LayerOutcome& kept,
+                     const SpilledOutcome& where) {
+  LayerOutcome out = kept;
+  out.samples.mass_recall = spill.Read<float>(where.mass_recall);
+  out.samples.rel_l2_error = spill.Read<float>(where.rel_l2_error);
+  out.samples.cosine = spill.Read<float>(where.cosine);
+  out.replay.ledger = sim::MemoryLedger(spill.Read<sim::LedgerSample>(where.ledger));
+  return out;
+}
 
 // Where a sweep gets a layer's tensors: a trace already in memory, or a file read one layer at a
 // time. trace() has every layer's place; a layer's tensors are there between Load and Release.
@@ -157,6 +189,23 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
       static_cast<size_t>(num_cells),
       std::vector<std::vector<double>>(static_cast<size_t>(num_layers)));
 
+  // replayed_by[c]: the cell whose replay gives c's rows (c itself, or an earlier cell of the same
+  // budget-ignoring policy and parameters); `replayed`: the cells that replay.
+  std::vector<int> replayed_by(static_cast<size_t>(num_cells));
+  for (int c = 0; c < num_cells; ++c) replayed_by[static_cast<size_t>(c)] = c;
+  std::vector<int> replayed;
+  // Finished layers' samples wait in `spill` when keeping every cell's in memory would be large.
+  const int64_t decode_steps = total_len - prompt_len;
+  const double samples_bytes = 3.0 * sizeof(float) * static_cast<double>(num_cells) * num_layers *
+                               static_cast<double>(decode_steps) * trace.shape().q_heads;
+  const bool spilling = plan.spill_threshold_bytes >= 0 && num_layers > 1 &&
+                        samples_bytes > static_cast<double>(plan.spill_threshold_bytes);
+  std::optional<SpillFile> spill;
+  if (spilling) spill.emplace();
+  std::vector<std::vector<SpilledOutcome>> spilled(
+      spilling ? static_cast<size_t>(num_cells) : 0,
+      std::vector<SpilledOutcome>(static_cast<size_t>(num_layers)));
+
   const int threads = plan.EffectiveThreads();
   ProgressBar progress(fmt::format("{}", trace_name), int64_t{num_cells} * num_layers,
                        plan.progress);
@@ -178,11 +227,29 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
     const auto layer_policy = [&](int c, int l) -> policies::EvictionPolicy& {
       return *instances[static_cast<size_t>(c)][static_cast<size_t>(l)];
     };
+    // A policy that ignores the budget gives the same rows under every budget: replay the first
+    // cell of each parameter set and let the others take its outcome.
+    for (int c = 0; c < num_cells; ++c) {
+      const CellKey& key = result.cells[static_cast<size_t>(c)];
+      if (!layer_policy(c, 0).IgnoresBudget()) continue;
+      for (int first = 0; first < c; ++first) {
+        const CellKey& other = result.cells[static_cast<size_t>(first)];
+        if (replayed_by[static_cast<size_t>(first)] == first && other.policy == key.policy &&
+            other.params == key.params) {
+          replayed_by[static_cast<size_t>(c)] = first;
+          break;
+        }
+      }
+    }
+    for (int c = 0; c < num_cells; ++c) {
+      if (replayed_by[static_cast<size_t>(c)] == c) replayed.push_back(c);
+    }
+    const int num_replayed = static_cast<int>(replayed.size());
 
     // Planning pass: only cells whose policy splits the budget from prompt statistics need every
     // layer's prompt before any layer replays.
     std::vector<int> planning_cells;
-    for (int c = 0; c < num_cells; ++c) {
+    for (const int c : replayed) {
       if (layer_policy(c, 0).UsesPrefillLayerStats()) planning_cells.push_back(c);
     }
     // Column sums (the quadratic prompt statistic): from the trace's sidecar when it is current,
@@ -224,7 +291,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
 
     // Oracles read the whole future: one extra pass per layer, only when a cell needs it.
     bool any_oracle = false;
-    for (int c = 0; c < num_cells; ++c) {
+    for (const int c : replayed) {
       any_oracle |= dynamic_cast<policies::OraclePolicy*>(&layer_policy(c, 0)) != nullptr;
     }
     FullAttentionStream::Options stream_options;
@@ -244,7 +311,8 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
       // The first block is current before any cell starts: policies may read the first decode
       // steps while compressing the prompt (LAQ oracle).
       if (full.num_blocks() > 0) full.ComputeBlock(0);
-      tbb::parallel_for(0, num_cells, [&](int c) {
+      tbb::parallel_for(0, num_replayed, [&](int i) {
+        const int c = replayed[static_cast<size_t>(i)];
         const auto cell = static_cast<size_t>(c);
         sim::LayerReplayInput input;
         input.trace = &trace;
@@ -264,20 +332,23 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
         const int64_t last_step = full.BlockEnd(b) - 1;
         tbb::task_group pipeline;
         if (b + 1 < full.num_blocks()) pipeline.run([&full, b] { full.ComputeBlock(b + 1); });
-        tbb::parallel_for(0, num_cells, [&](int c) {
-          replays[static_cast<size_t>(c)]->AdvanceThrough(last_step);
+        tbb::parallel_for(0, num_replayed, [&](int i) {
+          replays[static_cast<size_t>(replayed[static_cast<size_t>(i)])]->AdvanceThrough(last_step);
         });
         pipeline.wait();
       }
-      tbb::parallel_for(0, num_cells, [&](int c) {
-        const auto cell = static_cast<size_t>(c);
+      tbb::parallel_for(0, num_replayed, [&](int i) {
+        const auto cell = static_cast<size_t>(replayed[static_cast<size_t>(i)]);
         LayerOutcome& out = outcomes[cell][static_cast<size_t>(l)];
         out.replay = replays[cell]->Finish();
         out.samples = metrics[cell]->TakeSamples();
         replays[cell].reset();
-        instances[cell][static_cast<size_t>(l)].reset();
-        progress.Advance();
+        if (spilling) spilled[cell][static_cast<size_t>(l)] = Spill(*spill, out);
       });
+      for (int c = 0; c < num_cells; ++c) {
+        instances[static_cast<size_t>(c)][static_cast<size_t>(l)].reset();
+        progress.Advance();
+      }
       source.Release(l);
     }
   });
@@ -288,6 +359,15 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
   for (int c = 0; c < num_cells; ++c) {
     const auto cell = static_cast<size_t>(c);
     const CellKey& key = result.cells[cell];
+    const auto source_cell = static_cast<size_t>(replayed_by[cell]);
+    std::vector<LayerOutcome> unspilled;
+    if (spilling) {
+      for (int l = 0; l < num_layers; ++l) {
+        unspilled.push_back(Unspill(*spill, outcomes[source_cell][static_cast<size_t>(l)],
+                                    spilled[source_cell][static_cast<size_t>(l)]));
+      }
+    }
+    const std::vector<LayerOutcome>& cell_outcomes = spilling ? unspilled : outcomes[source_cell];
     sim::MemoryLedger ledger;
     MetricSamples all_samples;
     ResultRow all;
@@ -300,7 +380,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
     double budget_sum = 0.0;
     double resident_sum = 0.0;
     for (int l = 0; l < num_layers; ++l) {
-      const LayerOutcome& out = outcomes[cell][static_cast<size_t>(l)];
+      const LayerOutcome& out = cell_outcomes[static_cast<size_t>(l)];
       const ResultRow row = LayerRow(all, l, budgets[cell][static_cast<size_t>(l)], total_len, out);
       result.table.Add(row);
       ledger.Merge(out.replay.ledger);
@@ -329,7 +409,7 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
     all.kv_bytes_peak =
         ledger.PeakBytes(sim::MemoryLedger::kAllLayers, sim::MemoryLedger::kKvCategories).bytes;
     result.table.Add(all);
-    result.ledgers.push_back(std::move(ledger));
+    if (plan.keep_ledgers) result.ledgers.push_back(std::move(ledger));
   }
   result.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -132,6 +132,8 @@ void RunSweepCommand(const SweepArgs& args) {
   if (args.threads >= 0) plan.threads = args.threads;
   plan.share_logits = !args.exact_logits;
   plan.progress = true;
+  plan.keep_ledgers =
+      false;  // sweep.csv carries each cell's kv bytes; memory.csv is `kvsim replay`'s
   plan.Validate();
   if (args.cells_per_unit < 0) {
     ThrowInputError("--cells-per-unit {} is not valid: expected >= 1 (or 0 = automatic)",

@@ -181,6 +181,12 @@ class EvictionPolicy {
   // Tokens a policy may hold above its budget between its own eviction rounds (LazyEviction keeps
   // up to W-1 extra). The cache asserts size <= budget + slack after every evict phase.
   virtual int64_t BudgetSlackTokens() const { return 0; }
+  // True when nothing the policy does depends on the budget it is given (`full`, `kivi`, `gate`:
+  // LayerBudget is unlimited and no other hook reads the budget). A sweep then replays one cell
+  // per parameter set and reports that cell's rows under every budget, which saves a full
+  // attention pass and a cache of every token per extra budget; tests/policies/
+  // budget_contract_test.cc checks the claim for every registered policy that makes it.
+  virtual bool IgnoresBudget() const { return false; }
 
   // The prompt block has been admitted to every stream.
   virtual void OnPrefill(const PrefillView& /*prefill*/) {}

@@ -10,6 +10,7 @@ class FullPolicy final : public EvictionPolicy {
  public:
   std::string_view Name() const override { return "full"; }
   int64_t LayerBudget(const BudgetPlanView& /*plan*/) override { return kUnlimitedTokens; }
+  bool IgnoresBudget() const override { return true; }
   void SelectVictims(const EvictionRequest& /*request*/,
                      std::span<sim::EvictionDecision> /*decisions*/) override {}
 };

@@ -26,6 +26,7 @@ class GateFlagsPolicy final : public EvictionPolicy {
 
   std::string_view Name() const override { return "gate"; }
   int64_t LayerBudget(const BudgetPlanView& /*plan*/) override { return kUnlimitedTokens; }
+  bool IgnoresBudget() const override { return true; }
 
   void OnPrefill(const PrefillView& prefill) override {
     if (prefill.gate_flags.empty()) {

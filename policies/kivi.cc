@@ -35,6 +35,7 @@ class KiviPolicy final : public EvictionPolicy {
 
   std::string_view Name() const override { return "kivi"; }
   int64_t LayerBudget(const BudgetPlanView& /*plan*/) override { return kUnlimitedTokens; }
+  bool IgnoresBudget() const override { return true; }
   bool ActsEveryStep() const override { return true; }
 
   void SelectVictims(const EvictionRequest& request,

@@ -49,12 +49,16 @@ int64_t KvCache::CountTier(PrecisionTier tier) const {
   return count;
 }
 
+float* KvCache::OwnedRow(int32_t row, bool value) const {
+  const auto& chunks = value ? owned_value_chunks_ : owned_key_chunks_;
+  return chunks[static_cast<size_t>(row / kOwnedChunkRows)].get() +
+         static_cast<size_t>(row % kOwnedChunkRows) * static_cast<size_t>(head_dim_);
+}
+
 const float* KvCache::RowData(int64_t slot, bool value) const {
   const int32_t owned = rows_[static_cast<size_t>(slot)].owned;
   const auto d = static_cast<size_t>(head_dim_);
-  if (owned >= 0) {
-    return (value ? owned_values_.data() : owned_keys_.data()) + static_cast<size_t>(owned) * d;
-  }
+  if (owned >= 0) return OwnedRow(owned, value);
   const auto position = static_cast<size_t>(entries_[static_cast<size_t>(slot)].position);
   return (value ? source_values_ : source_keys_) + position * d;
 }
@@ -73,10 +77,12 @@ int32_t KvCache::NewOwnedRow() {
     free_owned_.pop_back();
     return row;
   }
-  const auto row = static_cast<int32_t>(owned_keys_.size() / static_cast<size_t>(head_dim_));
-  owned_keys_.resize(owned_keys_.size() + static_cast<size_t>(head_dim_));
-  owned_values_.resize(owned_values_.size() + static_cast<size_t>(head_dim_));
-  return row;
+  if (owned_rows_ % kOwnedChunkRows == 0) {
+    const auto chunk_floats = static_cast<size_t>(kOwnedChunkRows) * static_cast<size_t>(head_dim_);
+    owned_key_chunks_.push_back(std::make_unique_for_overwrite<float[]>(chunk_floats));
+    owned_value_chunks_.push_back(std::make_unique_for_overwrite<float[]>(chunk_floats));
+  }
+  return owned_rows_++;
 }
 
 void KvCache::Admit(int64_t position, int32_t owned) {
@@ -98,9 +104,8 @@ void KvCache::Admit(int64_t position, int32_t owned) {
 
 void KvCache::Append(int64_t position, const float* key, const float* value) {
   const int32_t row = NewOwnedRow();
-  const auto offset = static_cast<size_t>(row) * static_cast<size_t>(head_dim_);
-  std::copy(key, key + head_dim_, owned_keys_.begin() + static_cast<std::ptrdiff_t>(offset));
-  std::copy(value, value + head_dim_, owned_values_.begin() + static_cast<std::ptrdiff_t>(offset));
+  std::copy(key, key + head_dim_, OwnedRow(row, /*value=*/false));
+  std::copy(value, value + head_dim_, OwnedRow(row, /*value=*/true));
   Admit(position, row);
 }
 
@@ -110,7 +115,6 @@ void KvCache::AppendFromSource(int64_t position) {
 }
 
 void KvCache::Apply(const EvictionDecision& decision) {
-  const auto d = static_cast<size_t>(head_dim_);
   for (const EntryRewrite& rewrite : decision.rewrites) {
     const int64_t slot = SlotOf(rewrite.position);
     KVSIM_ASSERT(slot >= 0, "rewrite of position {} which is not resident", rewrite.position);
@@ -120,10 +124,8 @@ void KvCache::Apply(const EvictionDecision& decision) {
     RowRef& ref = rows_[static_cast<size_t>(slot)];
     if (ref.owned < 0) ref.owned = NewOwnedRow();
     source_prefix_ = false;
-    const auto offset = static_cast<std::ptrdiff_t>(static_cast<size_t>(ref.owned) * d);
-    std::copy(rewrite.key.data(), rewrite.key.data() + head_dim_, owned_keys_.begin() + offset);
-    std::copy(rewrite.value.data(), rewrite.value.data() + head_dim_,
-              owned_values_.begin() + offset);
+    std::copy(rewrite.key.data(), rewrite.key.data() + head_dim_, OwnedRow(ref.owned, false));
+    std::copy(rewrite.value.data(), rewrite.value.data() + head_dim_, OwnedRow(ref.owned, true));
     entries_[static_cast<size_t>(slot)].merge_count += rewrite.merged_tokens;
     if (rewrite.tier) entries_[static_cast<size_t>(slot)].tier = *rewrite.tier;
   }

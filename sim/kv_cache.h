@@ -17,6 +17,7 @@
 // Thread-safety: none; one replay task owns a cache.
 #include <Eigen/Dense>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -153,8 +154,14 @@ class KvCache {
   const float* source_values_ = nullptr;
   std::vector<CacheEntry> entries_;  // slot order, size_ valid
   std::vector<RowRef> rows_;         // slot order, size_ valid
-  std::vector<float> owned_keys_;    // owned rows, head_dim floats each
-  std::vector<float> owned_values_;
+  // Owned rows live in fixed chunks of kOwnedChunkRows rows that never move: a KIVI or MiKV cell
+  // owns a row pair for nearly every token, and one growing vector would hold up to twice its
+  // rows, three times while it reallocates (issue 11's memory bound on long traces).
+  static constexpr int32_t kOwnedChunkRows = 256;
+  float* OwnedRow(int32_t row, bool value) const;
+  std::vector<std::unique_ptr<float[]>> owned_key_chunks_;  // kOwnedChunkRows x head_dim each
+  std::vector<std::unique_ptr<float[]>> owned_value_chunks_;
+  int32_t owned_rows_ = 0;           // rows handed out so far (used or free)
   std::vector<int32_t> free_owned_;  // owned rows no entry uses
   std::vector<int32_t> slot_of_;     // position -> slot or -1
 };

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace kvsim::sim {
@@ -39,6 +40,9 @@ struct MemoryPeak {
 
 class MemoryLedger {
  public:
+  MemoryLedger() = default;
+  // A ledger holding `samples` as recorded (a round trip of samples()).
+  explicit MemoryLedger(std::vector<LedgerSample> samples) : samples_(std::move(samples)) {}
   // Records that `category` of `layer` holds `bytes` after the event at `step`. Steps must not
   // decrease per (layer, category).
   void Record(int64_t step, LedgerPhase phase, int layer, MemoryCategory category, int64_t bytes);

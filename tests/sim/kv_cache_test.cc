@@ -69,6 +69,33 @@ TEST(KvCache, RewriteChangesRowAndCountsMerges) {
   EXPECT_FALSE(cache.entries()[static_cast<size_t>(slot)].pristine());
 }
 
+// Owned rows live in fixed chunks (kv_cache.h); a cache that owns far more rows than one chunk,
+// frees some and reuses them must still return every position's own row.
+TEST(KvCache, OwnedRowsSpanManyChunksAndAreReused) {
+  KvCache cache(2, 2000);
+  cache.set_budget_tokens(2000);
+  AppendPositions(cache, 1500);
+  EvictionDecision d;
+  for (int64_t p = 0; p < 1500; p += 3) d.victims.push_back(p);
+  cache.Apply(d);
+  for (int64_t p = 1500; p < 2000; ++p) {  // reuses the freed rows, then new chunks
+    const float row[2] = {static_cast<float>(p), -static_cast<float>(p)};
+    cache.Append(p, row, row);
+  }
+  EvictionDecision rewrite;
+  rewrite.rewrites.push_back(EntryRewrite{
+      .position = 1999, .key = Eigen::Vector2f(7, 8), .value = Eigen::Vector2f(9, 10)});
+  cache.Apply(rewrite);
+  EXPECT_EQ(cache.size(), 2000 - 500);
+  for (int64_t slot = 0; slot < cache.size(); ++slot) {
+    const int64_t p = cache.Position(slot);
+    EXPECT_NE(p % 3 == 0 && p < 1500, true) << p;
+    const float want = p == 1999 ? 7.0f : static_cast<float>(p);
+    EXPECT_EQ(cache.KeyRow(slot)(0), want) << p;
+    EXPECT_EQ(cache.ValueRow(slot)(1), p == 1999 ? 10.0f : -static_cast<float>(p)) << p;
+  }
+}
+
 TEST(EventQueue, OrdersByStepThenPhaseThenPushOrder) {
   EventQueue q;
   q.Push({.step = 5, .phase = Phase::kMeasure, .type = EventType::kMeasure, .begin = 1});
