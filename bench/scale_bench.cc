@@ -11,6 +11,7 @@
 //   iii  4 layers, 8192 + 8192 (a reasoning-length decode): full and h2o@1024
 //   iv   32 layers, 32768 + 2048: every policy x 8 budgets (after `kvsim stats`); hours here
 //   iv1  case iv on one layer, with the 32-layer estimate (layers run one after another)
+//   layers  peak RSS of every policy x 8 budgets over 1 and 4 layers (it must not grow)
 // Speed figures are ratios to the same-run GEMM because the machines are shared; the load
 // average is printed beside them. Prints figures; never asserts on time.
 #include <fmt/core.h>
@@ -259,7 +260,8 @@ class Bench {
 
   // Case (iv) on one of its 32 layers. Layers are replayed one after another with the same
   // shape and the same work, so the whole trace takes about 32 times as long, and its peak RSS
-  // is this one's (one layer's tensors and block buffers; the per-cell results are small).
+  // is this one's: one layer's tensors and block buffers, the cells' state, and the finished
+  // layers' samples, which wait in a temporary file (case `layers` checks that they do).
   void CaseIVOneLayer() {
     const Shape s{1, 32768, 2048};
     Flops("iv/32", s);
@@ -274,6 +276,27 @@ class Bench {
     fmt::print("{:<6} sweep / one full replay: {:.2f}\n", "iv/32", all.wall / one.wall);
     fmt::print("{:<6} estimate for all 32 layers: {:.1f} h wall, peak RSS {:.2f} GB\n", "iv/32",
                32.0 * all.wall / 3600.0, all.peak_rss_gb);
+  }
+
+  // Peak RSS against the layer count: every policy x 8 budgets with case (iv)'s decode length and
+  // heads (so the same metric samples per layer: 2048 steps x 32 query heads x 152 cells) on a
+  // short prompt, over 1 and 4 layers. Without the spill the 4-layer sweep would hold 3 finished
+  // layers' samples, about 0.36 GB more (3.7 GB for case (iv)'s 32 layers).
+  void CaseLayers() {
+    double rss_one = 0.0;
+    for (const int layers : {1, 4}) {
+      const Shape s{layers, 512, 2048};
+      const std::string t = Trace(s);
+      const RunStats all =
+          Measure("layers", fmt::format("sweep all x 8 budgets, {} layer(s)", layers),
+                  Sweep(t, {"all"}, {"16", "32", "64", "128", "256", "512", "0.25p", "0.5p"}),
+                  FullPassFlops(s));
+      if (layers == 1)
+        rss_one = all.peak_rss_gb;
+      else
+        fmt::print("{:<6} peak RSS, 4 layers / 1 layer: {:.2f}\n", "layers",
+                   all.peak_rss_gb / rss_one);
+    }
   }
 
  private:
@@ -304,7 +327,7 @@ int main(int argc, char** argv) {
       threads = std::atoi(argv[i + 1]);
     else {
       fmt::print(stderr,
-                 "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv,iv1] [--workdir DIR] "
+                 "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv,iv1,layers] [--workdir DIR] "
                  "[--threads N]\n",
                  argv[0]);
       return 2;
@@ -327,6 +350,8 @@ int main(int argc, char** argv) {
       bench.CaseIVOneLayer();
     else if (c == "iv")
       bench.CaseIV();
+    else if (c == "layers")
+      bench.CaseLayers();
     else
       fmt::print(stderr, "unknown case {}\n", c);
   }

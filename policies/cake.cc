@@ -23,6 +23,19 @@
 // tokens. Decode (Regime::kBounded), whenever a stream holds more than B_l + w: the same with the
 // CURRENT single query (the variance term vanishes: TOVA-like, card 8 (h)), last w protected.
 //
+// Decode pooling order (`decode_order`, issue 13): cakekv gathers the kept prefix in torch.topk's
+// order (descending score; `indices.sort()` is commented out in CakeDecodingKVCache_LayerWise and
+// absent from evcit_layer_kvcache), so its cache slots are not in position order, and the
+// decode indicator's avg-pool averages slot neighbours, not position neighbours.
+//  - `position` (default): pool over the resident prefix in position order, what the paper
+//    describes;
+//  - `slot`: reproduce cakekv's slot order. Each stream tracks the reference cache's order: the
+//    kept prefix by descending score (ties: lower position first, one of torch.topk's
+//    unspecified orders), then the window and newer tokens in arrival order.
+// The kept set's size and the protected window are the same in both; only which neighbours a
+// score is pooled with differs. Prefill pools in position order in both (the prompt arrives in
+// order).
+//
 // Prefill skip (card 8 (h)): CAKE leaves the prompt untouched when n <= C + w (C + w, not C). The
 // policy then declares n - C slack tokens, keeps the whole prompt, and the first decode eviction
 // trims to C. Other decisions where the card is silent: w = min(window, C) (with C <= window a
@@ -128,12 +141,15 @@ struct CakeOptions {
   double gamma = 200.0;
   double tau1 = 1.0;
   double tau2 = 1.0;
+  bool slot_order = false;  // decode_order=slot (cakekv)
 };
 
 class CakePolicy final : public EvictionPolicy {
  public:
   CakePolicy(const PolicySetup& setup, CakeOptions options)
-      : options_(options), num_streams_(setup.num_streams()) {}
+      : options_(options),
+        num_streams_(setup.num_streams()),
+        slot_order_(options.slot_order ? static_cast<size_t>(setup.num_streams()) : 0) {}
 
   std::string_view Name() const override { return "cake"; }
 
@@ -193,7 +209,9 @@ class CakePolicy final : public EvictionPolicy {
                                 : std::max(request.min_victims[s], size - budget);
       if (count <= 0) continue;
       const int64_t w = std::min(options_.window, budget);
-      const std::vector<int64_t> positions = stream.cache->SortedPositions();
+      const std::vector<int64_t> positions = options_.slot_order
+                                                 ? SlotOrder(s, stream.cache->SortedPositions())
+                                                 : stream.cache->SortedPositions();
       const int64_t prefix = size - w;
       const std::vector<double> score = request.after_prefill
                                             ? PrefillIndicator(request, stream, w)
@@ -203,8 +221,13 @@ class CakePolicy final : public EvictionPolicy {
       for (int64_t j = 0; j < prefix; ++j) {
         candidates.push_back({score[static_cast<size_t>(j)], positions[static_cast<size_t>(j)]});
       }
+      const size_t first_victim = decisions[s].victims.size();
       TakeLowest(candidates, count, &decisions[s].victims);
       kept_prefix_ = prefix - count;
+      if (options_.slot_order) {
+        RecordSlotOrder(s, std::move(candidates),
+                        std::span(decisions[s].victims).subspan(first_victim), positions, prefix);
+      }
     }
   }
 
@@ -269,8 +292,43 @@ class CakePolicy final : public EvictionPolicy {
     });
   }
 
+  // Stream s's resident positions in cakekv's slot order: the order recorded at its last eviction,
+  // then the tokens that arrived since, by position. `sorted`: the resident positions, ascending.
+  std::vector<int64_t> SlotOrder(size_t s, const std::vector<int64_t>& sorted) const {
+    std::vector<int64_t> order = slot_order_[s];
+    const int64_t newest = order.empty() ? -1 : *std::max_element(order.begin(), order.end());
+    for (const int64_t p : sorted) {
+      if (p > newest) order.push_back(p);
+    }
+    KVSIM_ASSERT(order.size() == sorted.size(), "cake slot order tracks {} of {} tokens",
+                 order.size(), sorted.size());
+    return order;
+  }
+
+  // After a selection over `order`'s first `prefix` slots: the kept prefix by descending score
+  // (ties: lower position first), then the slots after the prefix as they were.
+  void RecordSlotOrder(size_t s,
+                       std::vector<Candidate> candidates,
+                       std::span<const int64_t> victims,
+                       const std::vector<int64_t>& order,
+                       int64_t prefix) {
+    std::vector<int64_t> gone(victims.begin(), victims.end());
+    std::sort(gone.begin(), gone.end());
+    std::erase_if(candidates, [&](const Candidate& c) {
+      return std::binary_search(gone.begin(), gone.end(), c.position);
+    });
+    std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+      return a.score != b.score ? a.score > b.score : a.position < b.position;
+    });
+    std::vector<int64_t>& next = slot_order_[s];
+    next.clear();
+    for (const Candidate& c : candidates) next.push_back(c.position);
+    next.insert(next.end(), order.begin() + prefix, order.end());
+  }
+
   CakeOptions options_;
   int64_t num_streams_;
+  std::vector<std::vector<int64_t>> slot_order_;  // per stream (decode_order=slot only)
   int64_t slack_ = 0;
   int64_t kept_prefix_ = 0;
 };
@@ -285,6 +343,8 @@ std::unique_ptr<EvictionPolicy> MakeCake(const PolicyParams& params, const Polic
   options.gamma = params.GetDouble("gamma", 200.0, 0.0, 1e9);
   options.tau1 = params.GetDouble("tau1", 1.0, 1e-3, 1e3);
   options.tau2 = params.GetDouble("tau2", 1.0, 1e-3, 1e3);
+  static constexpr std::string_view kOrders[] = {"position", "slot"};
+  options.slot_order = params.GetChoice("decode_order", "position", kOrders) == "slot";
   params.Validate();
   return std::make_unique<CakePolicy>(setup, options);
 }

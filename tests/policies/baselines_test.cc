@@ -329,6 +329,35 @@ TEST(PyramidKv, GivesLowerLayersMoreWithinTheUniformTotal) {
   for (size_t l = 0; l < 4; ++l) EXPECT_EQ(log[l][0][0].size(), expected[l] + 1) << "layer " << l;
 }
 
+// kvpress's schedule (pyramidkv_press.py get_layer_budget) by hand, n = 200, four layers:
+//  C = 40, w = 8, beta = 4: min = 10, max = 70, steps = 20 -> 70, 50, 30, 10;
+//  C = 42: min = 10.5, max = 73.5, steps = 21 -> 73.5, 52.5, 31.5, 10.5, which Python's round()
+//  takes half to even: 74, 52, 32, 10 (sum 168 = 4 x 42);
+//  w = 16: min = 10 < w, kvpress falls back to SnapKV's uniform 40.
+TEST(PyramidKv, KvpressBudgetRuleAsPyramidKvPress) {
+  models::ModelShape shape = TinyShape();
+  shape.layers = 4;
+  const traces::Trace trace = sim::RandomTrace(shape, 200, 204, 12);
+  sim::ReplayOptions options;
+  options.regime = sim::Regime::kPrefill;
+  struct Case {
+    int64_t budget;
+    const char* window;
+    std::vector<size_t> kept;
+  };
+  for (const Case& c : {Case{40, "8", {70, 50, 30, 10}}, Case{42, "8", {74, 52, 32, 10}},
+                        Case{40, "16", {40, 40, 40, 40}}}) {
+    PolicyParams params;
+    params.Set("window", c.window);
+    params.Set("beta", "4");
+    params.Set("budget_rule", "kvpress");
+    const ResidentLog log = ReplayAll(trace, "pyramidkv", params, c.budget, options);
+    for (size_t l = 0; l < 4; ++l) {
+      EXPECT_EQ(log[l][0][0].size(), c.kept[l] + 1) << "C " << c.budget << " layer " << l;
+    }
+  }
+}
+
 TEST(Random, SameSeedSameVictimsOtherSeedOtherVictims) {
   const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 50, 13);
   sim::ReplayOptions a, b;
