@@ -268,6 +268,26 @@ TEST(Adversary, MarkingPoliciesStayWithinKTimesOpt) {
   }
 }
 
+// Step semantics (several pages per step, pinned together): whatever the bits, Mark0 names only
+// unpinned resident victims (the engine throws otherwise) and, with the step's pages counted as
+// marked, still faults at least as often as Belady.
+TEST(Mark0, StepSemanticsWithPinsAndAnyBits) {
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    const DenseRequests dense = Densify(testing::RandomSequence(seed, 300, 30, 6));
+    for (int64_t k : {3, 6, 12}) {
+      const std::vector<uint8_t> truth = OracleDiscardBits(dense, k);
+      const int64_t opt = FaultsOf(dense, "opt", k, {});
+      for (const auto& bits : {truth, AdversarialBits(dense, truth, 0, k, dense.requests()).bits,
+                               CorruptBitsByType(truth, 0.5, 0.5, seed, 0).bits}) {
+        for (const char* name : {"mark0", "mark0-rand"}) {
+          EXPECT_GE(FaultsOf(dense, name, k, bits, seed), opt)
+              << name << " seed=" << seed << " k=" << k;
+        }
+      }
+    }
+  }
+}
+
 TEST(EtaSweep, SameSeedSameRowsAndBadRatesAreRefused) {
   const std::vector<RequestSequence> streams{testing::RandomSequence(4, 300, 16, 1)};
   ExperimentOptions options;
