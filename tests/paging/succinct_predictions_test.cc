@@ -3,7 +3,8 @@
 // one request per step. Counts below are worked out by hand in the comments, not read back from
 // the code:
 //  - consistency: follow-the-bits equals OPT with exact bits (predictions_test.cc); Mark0 is a
-//    marking algorithm and so cannot be 1-consistent (k = 2, a b c d a b: 6 faults, OPT 5);
+//    marking algorithm and so cannot be 1-consistent (k = 2, a b c d a b: 6 faults, OPT 5),
+//    and no constant factor is asserted for it (see ExactBitsBetweenOptAndKTimesOpt);
 //  - per-error costs on the "gadget" P_1 .. P_{k-1} p n P_1 .. P_{k-1}: one wrong keep costs
 //    k - 1 extra faults, one wrong discard costs 1, for Mark0 and for follow-the-bits;
 //  - robustness: adversarial bits on x y a b (a b)^m make follow-the-bits fault on every
@@ -48,7 +49,7 @@ DenseRequests Gadget(int64_t k) {
   return Densify(testing::SequenceOf(pages));
 }
 
-TEST(Mark0, NotOneConsistentButWithinTwiceOptOnTheHandExample) {
+TEST(Mark0, NotOneConsistentOnTheHandExample) {
   // k = 2, a b c d a b. OPT: a b, c evicts b (a is needed first), d evicts c, a hits, b faults:
   // 5. Mark0 with exact bits: c starts a phase and evicts b (bit 1); d finds only a unmarked
   // (bit 0) and must evict it, where OPT evicted the marked c; then a and b fault: 6.
@@ -62,10 +63,12 @@ TEST(Mark0, NotOneConsistentButWithinTwiceOptOnTheHandExample) {
   EXPECT_EQ(FaultsOf(dense, "mark0-rand", 2, bits, 7), 6);  // no choice is random here
 }
 
-// Consistency as measured: with exact bits Mark0 (and its randomized form) stays within 2 OPT on
-// random sequences. (Not a theorem we could read in the paper; the card gives 2 OPT for
-// Mark&Predict with exact phase bits. Measured maxima are printed.)
-TEST(Mark0, ExactBitsWithinTwiceOpt) {
+// Consistency with exact bits. Mark0 never beats OPT and, being a marking algorithm, stays
+// within k OPT; no constant factor is asserted: the card states none for Mark0 and the paper's
+// theorem could not be read. Measured: at most 1.83 OPT on these sequences, but 2.15 OPT on the
+// shipped stories260K trace (top-8 merged, classic semantics, k = 42), so "2-consistent" would
+// be false for this rule. The worst ratio is printed.
+TEST(Mark0, ExactBitsBetweenOptAndKTimesOpt) {
   double worst = 0;
   for (uint64_t seed = 1; seed <= 12; ++seed) {
     const DenseRequests dense = Densify(testing::RandomSequence(seed, 500, 24, 1));
@@ -74,7 +77,7 @@ TEST(Mark0, ExactBitsWithinTwiceOpt) {
       const int64_t opt = FaultsOf(dense, "opt", k, {});
       for (const char* name : {"mark0", "mark0-rand"}) {
         const int64_t faults = FaultsOf(dense, name, k, bits, seed);
-        EXPECT_LE(faults, 2 * opt) << name << " seed=" << seed << " k=" << k;
+        EXPECT_LE(faults, k * opt) << name << " seed=" << seed << " k=" << k;
         EXPECT_GE(faults, opt) << name << " seed=" << seed << " k=" << k;
         worst = std::max(worst, static_cast<double>(faults) / static_cast<double>(opt));
       }
