@@ -7,6 +7,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -33,6 +34,9 @@ struct PagingArgs {
   std::vector<std::string> modes{"offload"};
   std::string semantics = "step";
   std::vector<double> error_rates;
+  std::vector<double> eta0_rates;
+  std::vector<double> eta1_rates;
+  std::vector<double> adversarial_budgets;
   std::vector<std::string> stream_names;
   int64_t seeds = 5;
   uint64_t seed = 1;
@@ -78,6 +82,22 @@ void Run(const PagingArgs& args) {
   }
   for (const std::string& name : options.policies) paging::FindPagingPolicy(name);
   options.error_rates = args.error_rates;
+  options.eta0_rates = args.eta0_rates;
+  options.eta1_rates = args.eta1_rates;
+  options.adversarial_budgets = args.adversarial_budgets;
+  const bool eta_sweep =
+      !args.eta0_rates.empty() || !args.eta1_rates.empty() || !args.adversarial_budgets.empty();
+  if (eta_sweep) {
+    bool any = false;
+    for (const std::string& name : options.policies) {
+      any = any || paging::FindPagingPolicy(name).predictions != paging::Predictions::kNone;
+    }
+    if (!any) {
+      ThrowInputError(
+          "--eta0-rates/--eta1-rates/--adversarial-budgets: --policies names no prediction "
+          "policy; expected at least one of discard-pred, mark0, mark0-rand, phase-pred");
+    }
+  }
   std::vector<paging::CacheSizeSpec> specs;
   for (const std::string& text : args.cache_sizes) {
     specs.push_back(paging::ParseCacheSize(text, "--cache-sizes"));
@@ -88,6 +108,8 @@ void Run(const PagingArgs& args) {
   }
   const std::string mrc_name = args.prefix + "_mrc.csv";
   const std::string predictions_name = args.prefix + "_predictions.csv";
+  const std::string eta_name = args.prefix + "_eta.csv";
+  const std::string eta_fit_name = args.prefix + "_eta_fit.csv";
   options.seeds = args.seeds;
   options.seed = args.seed;
 
@@ -154,8 +176,30 @@ void Run(const PagingArgs& args) {
     fmt::print("{:<10} {:<8} {:<13} {:>10} {:>10} {:>10.4f} {:>10} {:>10}\n", r.stream,
                paging::ModeName(r.mode), r.policy, r.cache_size, r.faults, miss, ratio, rate);
   }
-  fmt::print("wrote {}{}\n", (dir / mrc_name).string(),
-             args.error_rates.empty() ? "" : " and " + (dir / predictions_name).string());
+  if (eta_sweep) {
+    paging::WriteEtaCsv(dir / eta_name, result.eta);
+    paging::WriteEtaFitCsv(dir / eta_fit_name, result.eta_fit);
+    auto cell = [](double v, int precision) {
+      return std::isnan(v) ? std::string("-") : fmt::format("{:.{}f}", v, precision);
+    };
+    fmt::print("\n{:<10} {:<13} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10} {:>10}\n", "stream",
+               "policy", "cache", "opt", "perfect", "ratio", "eta0_slope", "eta1_slope",
+               "adv_worst");
+    for (const auto& r : result.eta_fit) {
+      fmt::print("{:<10} {:<13} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10} {:>10}\n", r.stream,
+                 r.policy, r.cache_size, r.opt_faults, cell(r.perfect_faults, 1),
+                 cell(r.opt_faults > 0 ? r.perfect_faults / static_cast<double>(r.opt_faults)
+                                       : std::nan(""),
+                      3),
+                 cell(r.eta0_slope, 3), cell(r.eta1_slope, 3), cell(r.adversarial_worst_ratio, 3));
+    }
+  }
+  std::string written = (dir / mrc_name).string();
+  if (!args.error_rates.empty()) written += ", " + (dir / predictions_name).string();
+  if (eta_sweep) {
+    written += ", " + (dir / eta_name).string() + ", " + (dir / eta_fit_name).string();
+  }
+  fmt::print("wrote {}\n", written);
 }
 
 }  // namespace
@@ -174,7 +218,8 @@ void RegisterPagingCommand(CLI::App& app) {
                   "oracleGeneral or txt")
       ->capture_default_str();
   cmd->add_option("-o,--out-dir", args->out_dir,
-                  "directory for PREFIX_mrc.csv (and PREFIX_predictions.csv); created if missing")
+                  "directory for PREFIX_mrc.csv (and PREFIX_predictions.csv, PREFIX_eta.csv, "
+                  "PREFIX_eta_fit.csv); created if missing")
       ->capture_default_str();
   cmd->add_option("--prefix", args->prefix,
                   "output file names: PREFIX_mrc.csv and PREFIX_predictions.csv")
@@ -205,6 +250,19 @@ void RegisterPagingCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--error-rates", args->error_rates,
                   "bit-flip probabilities for the prediction sweep, e.g. 0,0.1,0.2")
+      ->delimiter(',');
+  cmd->add_option("--eta0-rates", args->eta0_rates,
+                  "per-type sweep (PREFIX_eta.csv, PREFIX_eta_fit.csv): probabilities with which "
+                  "a true 1 bit is given as 0 (eta0: for discard bits a wrong keep), e.g. "
+                  "0.05,0.1,0.2")
+      ->delimiter(',');
+  cmd->add_option("--eta1-rates", args->eta1_rates,
+                  "per-type sweep: probabilities with which a true 0 bit is given as 1 (eta1: "
+                  "for discard bits a wrong discard)")
+      ->delimiter(',');
+  cmd->add_option("--adversarial-budgets", args->adversarial_budgets,
+                  "per-type sweep: adversarial bits with floor(B x requests) errors placed by a "
+                  "fixed rule (sim/paging/README.md), B in [0, 1], e.g. 0.001,0.01,0.1")
       ->delimiter(',');
   cmd->add_option("--seeds", args->seeds, "corruption seeds per error rate")
       ->capture_default_str()

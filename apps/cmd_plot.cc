@@ -9,6 +9,7 @@
 
 #include "analysis/csv.h"
 #include "analysis/plot.h"
+#include "analysis/plot_paging_predictions.h"
 #include "analysis/plot_serving.h"
 #include "apps/command.h"
 #include "common/error.h"
@@ -25,7 +26,7 @@ void RegisterPlotCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "plot",
       "Draw PNG and SVG figures (with gnuplot) from result CSVs: sweep.csv, memory.csv, "
-      "recurrence.csv, paging_mrc.csv, paging_predictions.csv, serve_pool.csv, "
+      "recurrence.csv, paging_mrc.csv, paging_predictions.csv, paging_eta.csv, serve_pool.csv, "
       "serve_summary.csv");
   cmd->add_option("results", args->inputs, "result CSV files (kind detected from the header)")
       ->required();
@@ -40,9 +41,15 @@ void RegisterPlotCommand(CLI::App& app) {
     // Read and check every input before drawing anything.
     std::vector<std::pair<analysis::CsvTable, analysis::ResultKind>> inputs;
     std::vector<std::pair<analysis::CsvTable, analysis::ServingResultKind>> serving;
+    std::vector<analysis::CsvTable> paging_eta;
     for (const std::string& input : args->inputs) {
       analysis::CsvTable table = analysis::CsvTable::Read(input);
       if (!forced) {
+        if (analysis::IsPagingEtaTable(table)) {
+          analysis::ValidatePagingEta(table);
+          paging_eta.push_back(std::move(table));
+          continue;
+        }
         if (const auto s = analysis::DetectServingResultKind(table)) {
           serving.emplace_back(std::move(table), *s);
           continue;
@@ -60,6 +67,11 @@ void RegisterPlotCommand(CLI::App& app) {
     }
     for (const auto& [table, kind] : inputs) {
       for (const analysis::PlottedFigure& figure : analysis::PlotResults(table, kind, out_dir)) {
+        fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
+      }
+    }
+    for (const analysis::CsvTable& table : paging_eta) {
+      for (const auto& figure : analysis::PlotPagingEta(table, out_dir)) {
         fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
       }
     }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <string_view>
 #include <type_traits>
 
 #include "common/atomic_file.h"
@@ -26,7 +28,80 @@ struct Unit {
 struct UnitRows {
   std::vector<MrcRow> mrc;
   std::vector<PredictionRow> predictions;
+  std::vector<EtaRow> eta;
+  std::vector<EtaFitRow> eta_fit;
 };
+
+bool RunsEtaSweep(const ExperimentOptions& options) {
+  return !options.eta0_rates.empty() || !options.eta1_rates.empty() ||
+         !options.adversarial_budgets.empty();
+}
+
+// The per-type error sweep of one unit: for every prediction policy, perfect bits, then each
+// eta0 rate, eta1 rate and adversarial budget, `seeds` replays each.
+void RunEtaSweep(const RequestSequence& seq,
+                 const DenseRequests& dense,
+                 size_t stream_index,
+                 int64_t cache_size,
+                 int64_t opt_faults,
+                 const ExperimentOptions& options,
+                 UnitRows& out) {
+  struct Model {
+    const char* name;
+    double rate;
+  };
+  std::vector<Model> models{{"perfect", 0.0}};
+  for (double r : options.eta0_rates) models.push_back({"eta0", r});
+  for (double r : options.eta1_rates) models.push_back({"eta1", r});
+  for (double b : options.adversarial_budgets) models.push_back({"adversarial", b});
+  for (const std::string& name : options.policies) {
+    const PolicyInfo& info = FindPagingPolicy(name);
+    if (info.predictions == Predictions::kNone) continue;
+    const std::vector<uint8_t> truth = OracleBits(info.predictions, dense, cache_size);
+    // Discard bits: 0 = keep; phase bits: 1 = "requested next phase", i.e. keep.
+    const uint8_t keep_bit = info.predictions == Predictions::kPhase ? 1 : 0;
+    const size_t first = out.eta.size();
+    for (const Model& model : models) {
+      NoisyBits adversarial;
+      if (std::string_view(model.name) == "adversarial") {
+        const auto budget =
+            static_cast<int64_t>(std::floor(model.rate * static_cast<double>(dense.requests())));
+        adversarial = AdversarialBits(dense, truth, keep_bit, cache_size, budget);
+      }
+      for (int64_t r = 0; r < options.seeds; ++r) {
+        const uint64_t seed = options.seed + static_cast<uint64_t>(r);
+        const std::string_view m = model.name;
+        const NoisyBits noisy =
+            m == "adversarial" ? adversarial
+            : m == "eta0"      ? CorruptBitsByType(truth, model.rate, 0.0, seed, stream_index)
+            : m == "eta1"      ? CorruptBitsByType(truth, 0.0, model.rate, seed, stream_index)
+                               : NoisyBits{truth, 0, 0};
+        auto policy = MakePagingPolicy(name);
+        // Randomized policies draw from a seed of their own per corruption seed, so the rows of
+        // one model average over the policy's randomness too.
+        const uint64_t policy_seed = DeriveSeed(DeriveSeed(seed, stream_index), 1);
+        const int64_t faults = Replay(dense, *policy,
+                                      {.cache_size = cache_size,
+                                       .mode = Mode::kOffload,
+                                       .seed = policy_seed,
+                                       .bits = noisy.bits})
+                                   .faults;
+        out.eta.push_back({.stream = seq.stream,
+                           .semantics = options.semantics,
+                           .policy = name,
+                           .cache_size = cache_size,
+                           .error_model = model.name,
+                           .rate = model.rate,
+                           .seed = seed,
+                           .faults = faults,
+                           .opt_faults = opt_faults,
+                           .eta0 = noisy.eta0,
+                           .eta1 = noisy.eta1});
+      }
+    }
+    out.eta_fit.push_back(FitEtaRows(std::span(out.eta).subspan(first)));
+  }
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -84,6 +159,9 @@ UnitRows RunUnit(const RequestSequence& seq,
                          .fetched_bytes = mode == Mode::kOffload ? faults * seq.page_bytes : 0,
                          .seconds = seconds});
     }
+  }
+  if (RunsEtaSweep(options) && cache_size >= 1) {
+    RunEtaSweep(seq, dense, stream_index, cache_size, belady_faults, options, out);
   }
   if (options.error_rates.empty() || cache_size < 1) return out;
   for (const std::string& name : options.policies) {
@@ -152,6 +230,15 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
       ThrowInputError("--error-rates: rate {} is outside [0, 1]", rate);
     }
   }
+  const std::pair<const std::vector<double>*, const char*> per_type[] = {
+      {&options.eta0_rates, "--eta0-rates"},
+      {&options.eta1_rates, "--eta1-rates"},
+      {&options.adversarial_budgets, "--adversarial-budgets"}};
+  for (const auto& [list, flag] : per_type) {
+    for (double x : *list) {
+      if (!(x >= 0 && x <= 1)) ThrowInputError("{}: {} is outside [0, 1]", flag, x);
+    }
+  }
   if (options.seeds < 1) ThrowInputError("--seeds {}: expected >= 1", options.seeds);
   const bool evict =
       std::find(options.modes.begin(), options.modes.end(), Mode::kEvict) != options.modes.end();
@@ -206,6 +293,10 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
     for (size_t c = 0; c < sizes; ++c) {
       const auto& p = rows[s * sizes + c].predictions;
       result.predictions.insert(result.predictions.end(), p.begin(), p.end());
+      const auto& e = rows[s * sizes + c].eta;
+      result.eta.insert(result.eta.end(), e.begin(), e.end());
+      const auto& f = rows[s * sizes + c].eta_fit;
+      result.eta_fit.insert(result.eta_fit.end(), f.begin(), f.end());
     }
   }
   return result;
@@ -263,6 +354,95 @@ void WritePredictionsCsv(const std::filesystem::path& path, std::span<const Pred
     out << fmt::format("{},{},{},{},{},{},{},{},{},{}\n", r.stream, r.policy, r.cache_size,
                        r.error_rate, r.seed, r.faults, r.opt_faults, r.eta0, r.eta1,
                        SemanticsName(r.semantics));
+  }
+  file.Commit();
+}
+
+EtaFitRow FitEtaRows(std::span<const EtaRow> rows) {
+  KVSIM_ASSERT(!rows.empty(), "FitEtaRows without rows");
+  EtaFitRow fit{.stream = rows[0].stream,
+                .semantics = rows[0].semantics,
+                .policy = rows[0].policy,
+                .cache_size = rows[0].cache_size,
+                .opt_faults = rows[0].opt_faults};
+  const double opt = static_cast<double>(fit.opt_faults);
+  double perfect_sum = 0;
+  int64_t perfect_n = 0;
+  std::vector<double> x0, y0, x1, y1;
+  fit.adversarial_worst_ratio = std::nan("");
+  fit.adversarial_worst_budget = std::nan("");
+  for (const EtaRow& r : rows) {
+    KVSIM_ASSERT(r.stream == fit.stream && r.policy == fit.policy && r.cache_size == fit.cache_size,
+                 "FitEtaRows: rows of several keys");
+    const auto faults = static_cast<double>(r.faults);
+    if (r.error_model == "perfect") {
+      perfect_sum += faults;
+      ++perfect_n;
+    }
+    if (r.error_model == "perfect" || r.error_model == "eta0") {
+      x0.push_back(static_cast<double>(r.eta0));
+      y0.push_back(faults);
+    }
+    if (r.error_model == "perfect" || r.error_model == "eta1") {
+      x1.push_back(static_cast<double>(r.eta1));
+      y1.push_back(faults);
+    }
+    if (r.error_model == "adversarial") {
+      ++fit.adversarial_points;
+      const double ratio = opt > 0 ? faults / opt : std::nan("");
+      if (std::isnan(fit.adversarial_worst_ratio) || ratio > fit.adversarial_worst_ratio) {
+        fit.adversarial_worst_ratio = ratio;
+        fit.adversarial_worst_budget = r.rate;
+      }
+    }
+  }
+  fit.perfect_faults = perfect_n > 0 ? perfect_sum / static_cast<double>(perfect_n) : std::nan("");
+  const LineFit f0 = FitLine(x0, y0), f1 = FitLine(x1, y1);
+  fit.eta0_slope = f0.slope;
+  fit.eta0_intercept = f0.intercept;
+  fit.eta0_points = static_cast<int64_t>(x0.size());
+  fit.eta1_slope = f1.slope;
+  fit.eta1_intercept = f1.intercept;
+  fit.eta1_points = static_cast<int64_t>(x1.size());
+  return fit;
+}
+
+namespace {
+// NaN (undefined) as an empty field.
+std::string Field(double v) { return std::isnan(v) ? "" : fmt::format("{}", v); }
+}  // namespace
+
+void WriteEtaCsv(const std::filesystem::path& path, std::span<const EtaRow> rows) {
+  AtomicTextFile file(path);
+  auto& out = file.out();
+  out << "stream,policy,cache_size,error_model,rate,seed,faults,opt_faults,competitive_ratio,"
+         "eta0,eta1,semantics\n";
+  for (const EtaRow& r : rows) {
+    const double ratio = r.opt_faults > 0
+                             ? static_cast<double>(r.faults) / static_cast<double>(r.opt_faults)
+                             : std::nan("");
+    out << fmt::format("{},{},{},{},{},{},{},{},{},{},{},{}\n", r.stream, r.policy, r.cache_size,
+                       r.error_model, r.rate, r.seed, r.faults, r.opt_faults, Field(ratio), r.eta0,
+                       r.eta1, SemanticsName(r.semantics));
+  }
+  file.Commit();
+}
+
+void WriteEtaFitCsv(const std::filesystem::path& path, std::span<const EtaFitRow> rows) {
+  AtomicTextFile file(path);
+  auto& out = file.out();
+  out << "stream,policy,cache_size,opt_faults,perfect_faults,consistency_ratio,eta0_slope,"
+         "eta0_intercept,eta0_points,eta1_slope,eta1_intercept,eta1_points,"
+         "adversarial_worst_ratio,adversarial_worst_budget,adversarial_points,semantics\n";
+  for (const EtaFitRow& r : rows) {
+    const double consistency =
+        r.opt_faults > 0 ? r.perfect_faults / static_cast<double>(r.opt_faults) : std::nan("");
+    out << fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.stream, r.policy,
+                       r.cache_size, r.opt_faults, Field(r.perfect_faults), Field(consistency),
+                       Field(r.eta0_slope), Field(r.eta0_intercept), r.eta0_points,
+                       Field(r.eta1_slope), Field(r.eta1_intercept), r.eta1_points,
+                       Field(r.adversarial_worst_ratio), Field(r.adversarial_worst_budget),
+                       r.adversarial_points, SemanticsName(r.semantics));
   }
   file.Commit();
 }

@@ -34,9 +34,16 @@ struct ExperimentOptions {
   // Evict mode also runs the min-cost-flow optimum (evict_optimum.h), far slower than a replay.
   std::vector<Mode> modes{Mode::kOffload};
   std::vector<double> error_rates;  // empty: no prediction sweep
-  int64_t seeds = 1;                // corruption seeds seed, seed+1, ... per error rate
-  uint64_t seed = 1;                // base seed (rmarker draws and bit corruption)
-  bool progress = false;            // a progress bar on stderr (drawn only on a terminal)
+  // The per-type error sweep (EtaRow): flip probabilities of true-1 bits to 0 (eta0) and of
+  // true-0 bits to 1 (eta1), and adversarial budgets as fractions of the requests (errors =
+  // floor(fraction * requests), placed by AdversarialBits). Any of them non-empty runs the sweep
+  // for every prediction policy, perfect bits included.
+  std::vector<double> eta0_rates;
+  std::vector<double> eta1_rates;
+  std::vector<double> adversarial_budgets;
+  int64_t seeds = 1;      // corruption seeds seed, seed+1, ... per error rate
+  uint64_t seed = 1;      // base seed (rmarker draws and bit corruption)
+  bool progress = false;  // a progress bar on stderr (drawn only on a terminal)
 };
 
 struct MrcRow {
@@ -67,9 +74,46 @@ struct PredictionRow {
   int64_t eta1 = 0;
 };
 
+// One replay of the per-type error sweep (offload mode).
+struct EtaRow {
+  std::string stream;
+  Semantics semantics = Semantics::kStep;
+  std::string policy;
+  int64_t cache_size = 0;
+  std::string error_model;  // perfect, eta0, eta1 or adversarial
+  double rate = 0;          // flip probability of the model's type; adversarial: budget fraction
+  uint64_t seed = 0;        // corruption seed (adversarial bits ignore it; randomized policies not)
+  int64_t faults = 0;
+  int64_t opt_faults = 0;
+  int64_t eta0 = 0;  // realized errors
+  int64_t eta1 = 0;
+};
+
+// One (stream, policy, cache size) of the per-type sweep summarized. Slopes are least-squares
+// fits of faults against the realized error count over the perfect and that type's rows (extra
+// faults per error); NaN with fewer than two distinct counts. Ratios are over opt_faults (NaN if
+// OPT made no fault).
+struct EtaFitRow {
+  std::string stream;
+  Semantics semantics = Semantics::kStep;
+  std::string policy;
+  int64_t cache_size = 0;
+  int64_t opt_faults = 0;
+  double perfect_faults = 0;  // mean over seeds
+  double eta0_slope = 0, eta0_intercept = 0;
+  int64_t eta0_points = 0;
+  double eta1_slope = 0, eta1_intercept = 0;
+  int64_t eta1_points = 0;
+  double adversarial_worst_ratio = 0;   // max over adversarial rows of faults / opt_faults
+  double adversarial_worst_budget = 0;  // its budget fraction
+  int64_t adversarial_points = 0;
+};
+
 struct ExperimentResult {
   std::vector<MrcRow> mrc;                 // stream, mode, policy, cache size order
   std::vector<PredictionRow> predictions;  // stream, cache size, policy, rate, seed order
+  std::vector<EtaRow> eta;                 // stream, cache size, policy, model, rate, seed order
+  std::vector<EtaFitRow> eta_fit;          // stream, cache size, policy order
 };
 
 // In offload mode "opt" is Belady; in evict mode the "opt" row and every opt_faults is the
@@ -81,5 +125,9 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
 
 void WriteMrcCsv(const std::filesystem::path& path, std::span<const MrcRow> rows);
 void WritePredictionsCsv(const std::filesystem::path& path, std::span<const PredictionRow> rows);
+void WriteEtaCsv(const std::filesystem::path& path, std::span<const EtaRow> rows);
+void WriteEtaFitCsv(const std::filesystem::path& path, std::span<const EtaFitRow> rows);
+// Summarizes the rows of one (stream, policy, cache size), all of the same key.
+EtaFitRow FitEtaRows(std::span<const EtaRow> rows);
 
 }  // namespace kvsim::paging

@@ -9,6 +9,7 @@
 #include <functional>
 #include <sstream>
 
+#include "analysis/plot_paging_predictions.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/test_util.h"
@@ -294,6 +295,44 @@ TEST(Plot, PredictionFaultsAveragedOverSeeds) {
             (std::vector<std::vector<double>>{{0, 100, 100, 100}, {0.1, 140, 130, 150}}));
   EXPECT_EQ(Find(series, "OPT (Belady) faults", "cache size 8 pages").rows,
             (std::vector<std::vector<double>>{{0, 90}, {0.1, 90}}));
+}
+
+// paging_eta.csv (kvsim paging --eta0-rates ...): ratios to OPT, the least-squares slope in the
+// label (eta0: (0, 12) and (2, 18) -> 3 faults per error; eta1: (0, 12), (1, 13) -> 1), the
+// merged stream only.
+TEST(Plot, PagingEtaPanelsAndSlopes) {
+  const std::string csv =
+      "stream,policy,cache_size,error_model,rate,seed,faults,opt_faults,competitive_ratio,eta0,"
+      "eta1,semantics\n"
+      "merged,mark0,4,perfect,0,1,12,10,1.2,0,0,step\n"
+      "merged,mark0,4,eta0,0.5,1,18,10,1.8,2,0,step\n"
+      "merged,mark0,4,eta1,0.5,1,13,10,1.3,0,1,step\n"
+      "merged,mark0,4,adversarial,0.1,1,30,10,3,1,5,step\n"
+      "L0H0,mark0,4,eta0,0.5,1,999,10,99.9,2,0,step\n";
+  const CsvTable table = Table(csv, "paging_eta.csv");
+  ASSERT_TRUE(IsPagingEtaTable(table));
+  testing::TempDir dir;
+  PlotPagingEta(table, dir.path());
+  ExpectImages(dir.path(), "paging_eta");
+  const auto series = ReadDat(dir.path() / "paging_eta.dat");
+  const auto& eta0 = Find(series, "mark0 (slope 3.00 faults/error)", "cache 4 pages, eta0").rows;
+  ASSERT_EQ(eta0.size(), 2u);
+  EXPECT_NEAR(eta0[0][0], 0.0, 1e-12);
+  EXPECT_NEAR(eta0[0][1], 1.2, 1e-12);
+  EXPECT_NEAR(eta0[1][0], 0.2, 1e-12);
+  EXPECT_NEAR(eta0[1][1], 1.8, 1e-12);
+  const auto& eta1 = Find(series, "mark0 (slope 1.00 faults/error)", "cache 4 pages, eta1").rows;
+  ASSERT_EQ(eta1.size(), 2u);
+  EXPECT_NEAR(eta1[1][1], 1.3, 1e-12);
+  const auto& adv = Find(series, "mark0", "cache 4 pages, adversarial").rows;
+  ASSERT_EQ(adv.size(), 1u);
+  EXPECT_NEAR(adv[0][0], 0.1, 1e-12);
+  EXPECT_NEAR(adv[0][1], 3.0, 1e-12);
+  const std::string bad =
+      "stream,policy,cache_size,error_model,rate,seed,faults,opt_faults,eta0,"
+      "eta1\nmerged,mark0,4,typo,0,1,12,10,0,0\n";
+  EXPECT_THAT(ErrorOf([&] { ValidatePagingEta(Table(bad, "paging_eta.csv")); }),
+              HasSubstr("'error_model': 'typo'"));
 }
 
 TEST(Plot, DetectsKindFromHeader) {

@@ -120,16 +120,51 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
   EXPECT_EQ(mrc[0],
             "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
             "competitive_ratio,fetched_bytes,semantics,requests_per_second");
-  // 4 streams x 1 mode (default: offload only) x 14 policies x 3 sizes.
-  EXPECT_EQ(mrc.size(), 1u + 4 * 1 * 14 * 3);
+  // 4 streams x 1 mode (default: offload only) x 16 policies x 3 sizes.
+  EXPECT_EQ(mrc.size(), 1u + 4 * 1 * 16 * 3);
   // requests_per_second is filled for every replayed row.
   EXPECT_NE(mrc[1].back(), ',') << mrc[1];
   const auto pred = Lines(dir.File("paging_predictions.csv"));
   EXPECT_EQ(pred[0],
             "stream,policy,cache_size,error_rate,seed,faults,opt_faults,eta0,eta1,semantics");
-  // 4 streams x 3 sizes x 2 prediction policies x 2 rates x 2 seeds.
-  EXPECT_EQ(pred.size(), 1u + 4 * 3 * 2 * 2 * 2);
+  // 4 streams x 3 sizes x 4 prediction policies (discard-pred, phase-pred, mark0, mark0-rand)
+  // x 2 rates x 2 seeds.
+  EXPECT_EQ(pred.size(), 1u + 4 * 3 * 4 * 2 * 2);
   EXPECT_NE(r.out.find("L1H1"), std::string::npos);
+}
+
+// The per-type sweep: its two files, their headers and row counts, and bad rates refused.
+TEST(PagingCli, PerTypeErrorSweepWritesEtaFiles) {
+  TempDir dir;
+  const std::string trace = WriteTinyTrace(dir);
+  const std::string out = ShellQuote(dir.path());
+  auto r = RunKvsim("paging " + ShellQuote(trace) + " -o " + out +
+                    " --rule topk:4 --streams merged --cache-sizes 4,6 --policies "
+                    "lru,discard-pred,mark0 --eta0-rates 0.5 --eta1-rates 0.1,0.5 "
+                    "--adversarial-budgets 0.1 --seeds 2 --prefix t");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto eta = Lines(dir.File("t_eta.csv"));
+  ASSERT_FALSE(eta.empty());
+  EXPECT_EQ(eta[0],
+            "stream,policy,cache_size,error_model,rate,seed,faults,opt_faults,competitive_ratio,"
+            "eta0,eta1,semantics");
+  // 1 stream x 2 sizes x 2 prediction policies x (perfect + 1 + 2 + 1 models) x 2 seeds.
+  EXPECT_EQ(eta.size(), 1u + 2 * 2 * 5 * 2);
+  const auto fit = Lines(dir.File("t_eta_fit.csv"));
+  ASSERT_EQ(fit.size(), 1u + 2 * 2);
+  EXPECT_EQ(fit[0],
+            "stream,policy,cache_size,opt_faults,perfect_faults,consistency_ratio,eta0_slope,"
+            "eta0_intercept,eta0_points,eta1_slope,eta1_intercept,eta1_points,"
+            "adversarial_worst_ratio,adversarial_worst_budget,adversarial_points,semantics");
+  EXPECT_NE(r.out.find("eta0_slope"), std::string::npos) << r.out;
+  r = RunKvsim("paging " + ShellQuote(trace) + " -o " + out +
+               " --rule topk:4 --cache-sizes 4 --policies mark0 --eta0-rates 2");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--eta0-rates: 2 is outside [0, 1]"), std::string::npos) << r.err;
+  r = RunKvsim("paging " + ShellQuote(trace) + " -o " + out +
+               " --rule topk:4 --cache-sizes 4 --policies lru --adversarial-budgets 0.1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("names no prediction policy"), std::string::npos) << r.err;
 }
 
 TEST(PagingCli, ReadsRequestsFilesAndReportsOpt) {
