@@ -203,6 +203,19 @@ void KvState::Drop(int layer, int kv_head, std::span<const int64_t> drop) {
   s.values.resize(out * d);
 }
 
+void KvState::Overwrite(
+    int layer, int kv_head, int64_t position, const float* key, const float* value) {
+  Slot& s = slot(layer, kv_head);
+  const auto it = std::lower_bound(s.positions.begin(), s.positions.end(), position);
+  KVSIM_ASSERT(it != s.positions.end() && *it == position,
+               "overwrite of position {} which is not resident in layer {} head {}", position,
+               layer, kv_head);
+  const auto d = static_cast<size_t>(head_dim_);
+  const auto row = static_cast<size_t>(it - s.positions.begin()) * d;
+  std::copy_n(key, d, s.keys.begin() + static_cast<std::ptrdiff_t>(row));
+  std::copy_n(value, d, s.values.begin() + static_cast<std::ptrdiff_t>(row));
+}
+
 void KvState::Append(
     int layer, int kv_head, int64_t position, const float* key, const float* value) {
   Slot& s = slot(layer, kv_head);
@@ -346,6 +359,10 @@ RowMatrixXf LlamaModel::Forward(std::span<const int32_t> tokens,
       const ConstMatrixMap keys = state.keys(l, h);
       const ConstMatrixMap values = state.values(l, h);
       const std::span<const int64_t> kpos = state.positions(l, h);
+      const std::span<const uint8_t> mask =
+          observer != nullptr ? observer->AttendMask(l, h) : std::span<const uint8_t>();
+      KVSIM_ASSERT(mask.empty() || mask.size() == kpos.size(),
+                   "attend mask of {} flags for {} resident entries", mask.size(), kpos.size());
       for (int g = 0; g < group; ++g) {
         const int qh = h * group + g;
         scores.noalias() = q.middleCols(static_cast<Eigen::Index>(qh) * hd, hd) * keys.transpose();
@@ -354,7 +371,8 @@ RowMatrixXf LlamaModel::Forward(std::span<const int32_t> tokens,
           float* row = scores.row(i).data();
           float max_score = -std::numeric_limits<float>::infinity();
           for (Eigen::Index j = 0; j < scores.cols(); ++j) {
-            if (kpos[static_cast<size_t>(j)] > qpos) {
+            if (kpos[static_cast<size_t>(j)] > qpos ||
+                (!mask.empty() && mask[static_cast<size_t>(j)] == 0)) {
               row[j] = -std::numeric_limits<float>::infinity();
             } else {
               row[j] *= scale;

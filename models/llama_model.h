@@ -100,6 +100,9 @@ class KvState {
   // Appends one entry. Precondition: position >= next_position() of this (layer, head)'s last
   // append (positions increase), key/value have head_dim floats.
   void Append(int layer, int kv_head, int64_t position, const float* key, const float* value);
+  // Replaces the K/V of a resident entry (a policy's merge or quantization, attended as stored).
+  // KVSIM_ASSERT: `position` is resident in (layer, kv_head).
+  void Overwrite(int layer, int kv_head, int64_t position, const float* key, const float* value);
   void Clear();
 
  private:
@@ -137,6 +140,12 @@ class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
   virtual void OnLayer(const LayerActivations& activations) = 0;
+  // Sparse attention (a policy's mask, e.g. MPCache's dynamic stage): asked after OnLayer and
+  // after the block's entries were appended. Empty: every resident entry may be attended.
+  // Otherwise one flag per resident entry of (layer, kv_head), in KvState::positions() order;
+  // 0 entries are left out of every query head's softmax of this Forward (at least one must be
+  // 1).
+  virtual std::span<const uint8_t> AttendMask(int /*layer*/, int /*kv_head*/) { return {}; }
 };
 
 enum class LogitsMode { kLastOnly, kAll };

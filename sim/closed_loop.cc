@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -71,6 +72,16 @@ class ModelRun final : public models::ForwardObserver {
         }
       }
     }
+    if (act.positions.size() == 1) PrepareMasks(act.layer, act.positions[0]);
+  }
+
+  // The policy's sparse-attention mask of this decode step (MPCache's dynamic stage), in the
+  // model's entry order: the model attends as the open-loop replay does (sim/replay.cc).
+  std::span<const uint8_t> AttendMask(int layer, int kv_head) override {
+    if (layers_.empty() || layers_[static_cast<size_t>(layer)].policy == nullptr) return {};
+    const LayerState& ls = layers_[static_cast<size_t>(layer)];
+    if (!ls.masked[static_cast<size_t>(kv_head)]) return {};
+    return ls.model_masks[static_cast<size_t>(kv_head)];
   }
 
   // Runs the prompt; returns the logits of its last position. When evicting, then runs the
@@ -111,7 +122,10 @@ class ModelRun final : public models::ForwardObserver {
                                     .streams = ls.views,
                                     .queries = policies::QueryHistory(trace_.layer(l).queries, t)};
       ls.policy->OnStep(view);
-      if (options_.replay.regime == Regime::kBounded) Evict(l, t, /*after_prefill=*/false);
+      // KIVI quantizes at every step in both regimes (EvictionPolicy::ActsEveryStep).
+      if (options_.replay.regime == Regime::kBounded || ls.policy->ActsEveryStep()) {
+        Evict(l, t, /*after_prefill=*/false);
+      }
     }
     last_resident_mean_ =
         static_cast<double>(resident) / static_cast<double>(shape_.layers * shape_.kv_heads);
@@ -136,7 +150,39 @@ class ModelRun final : public models::ForwardObserver {
     std::vector<int64_t> budgets;
     std::vector<int64_t> min_victims;
     std::vector<EvictionDecision> decisions;
+    // This step's AttendMask per stream: whether the policy masked, the flags in cache slot
+    // order (for the policy's view) and in the model's entry order (positions ascending).
+    std::vector<uint8_t> masked;
+    std::vector<std::vector<uint8_t>> slot_masks;
+    std::vector<std::vector<uint8_t>> model_masks;
   };
+
+  // Asks the layer's policy for each stream's mask of step t (once per step, as the replay does:
+  // AttendMask may update policy state).
+  void PrepareMasks(int l, int64_t t) {
+    if (layers_.empty()) return;
+    LayerState& ls = layers_[static_cast<size_t>(l)];
+    if (ls.policy == nullptr) return;
+    for (int s = 0; s < shape_.kv_heads; ++s) {
+      const auto i = static_cast<size_t>(s);
+      const KvCache& cache = ls.caches[i];
+      std::vector<uint8_t>& mask = ls.slot_masks[i];
+      mask.assign(static_cast<size_t>(cache.size()), 1);
+      ls.views[i].attention = nullptr;
+      ls.masked[i] = ls.policy->AttendMask(
+          ls.views[i], t, policies::QueryHistory(trace_.layer(l).queries, t), mask);
+      if (!ls.masked[i]) continue;
+      KVSIM_ASSERT(std::find(mask.begin(), mask.end(), 1) != mask.end(),
+                   "policy {} masked every resident entry at step {}", ls.policy->Name(), t);
+      std::vector<std::pair<int64_t, uint8_t>> by_position;
+      for (int64_t slot = 0; slot < cache.size(); ++slot) {
+        by_position.emplace_back(cache.Position(slot), mask[static_cast<size_t>(slot)]);
+      }
+      std::sort(by_position.begin(), by_position.end());
+      ls.model_masks[i].clear();
+      for (const auto& [position, flag] : by_position) ls.model_masks[i].push_back(flag);
+    }
+  }
 
   void CreateCaches() {
     layers_.resize(static_cast<size_t>(shape_.layers));
@@ -201,6 +247,9 @@ class ModelRun final : public models::ForwardObserver {
       ls.budgets.resize(streams);
       ls.min_victims.resize(streams);
       ls.decisions.resize(streams);
+      ls.masked.assign(streams, 0);
+      ls.slot_masks.resize(streams);
+      ls.model_masks.resize(streams);
       for (int s = 0; s < shape_.kv_heads; ++s) {
         StreamView& v = ls.views[static_cast<size_t>(s)];
         v.stream = s;
@@ -230,11 +279,29 @@ class ModelRun final : public models::ForwardObserver {
     RowMatrixXf& a = ls.attention[static_cast<size_t>(s)];
     a.resize(v.num_q_heads, cache.size());
     const HeadTensor& queries = trace_.layer(l).queries;
+    const bool masked = ls.masked[static_cast<size_t>(s)] != 0;
+    const std::vector<uint8_t>& mask = ls.slot_masks[static_cast<size_t>(s)];
+    const float scale = 1.0f / std::sqrt(static_cast<float>(shape_.head_dim));
+    const RowMatrixXf keys = cache.Keys();
     for (int i = 0; i < v.num_q_heads; ++i) {
       const Eigen::Map<const Eigen::RowVectorXf> q(queries.Row(v.first_q_head + i, t),
                                                    shape_.head_dim);
-      a.row(i) = AttentionWeights(cache.Keys(), q).transpose();
+      if (!masked) {
+        a.row(i) = AttentionWeights(keys, q).transpose();
+        continue;
+      }
+      // Masked entries leave the softmax (as sim/replay.cc and the model's attention).
+      a.row(i) = (q * keys.transpose()) * scale;
+      for (int64_t slot = 0; slot < cache.size(); ++slot) {
+        if (mask[static_cast<size_t>(slot)] == 0) {
+          a(i, slot) = -std::numeric_limits<float>::infinity();
+        }
+      }
+      auto row = a.row(i);
+      row = (row.array() - row.maxCoeff()).exp();
+      row /= row.sum();
     }
+    ls.masked[static_cast<size_t>(s)] = 0;
     v.attention = &a;
   }
 
@@ -266,14 +333,14 @@ class ModelRun final : public models::ForwardObserver {
           static_cast<int64_t>(d.victims.size()) >= ls.min_victims[i],
           "policy {} chose {} victims in layer {} stream {} at step {}, at least {} needed",
           ls.policy->Name(), d.victims.size(), l, s, step, ls.min_victims[i]);
-      if (!d.rewrites.empty()) {
-        ThrowInputError(
-            "--policy {}: rewrites cache entries (merges or quantization) at step {}, which "
-            "closed-loop cannot apply to the model's cache; expected a policy that only evicts",
-            ls.policy->Name(), step);
+      // Rewritten entries (D2O merges, KIVI / MiKV quantized values) go into the model's own
+      // cache, so the model attends to them as stored from the next step on.
+      for (const EntryRewrite& rewrite : d.rewrites) {
+        state_.Overwrite(l, s, rewrite.position, rewrite.key.data(), rewrite.value.data());
       }
-      if (d.victims.empty()) continue;
+      if (d.victims.empty() && d.rewrites.empty()) continue;
       ls.caches[i].Apply(d);
+      if (d.victims.empty()) continue;
       state_.Drop(l, s, d.victims);
       ls.views[i].attention = nullptr;
       ls.policy->OnEvicted(s, d.victims);

@@ -21,12 +21,19 @@
 // sim/replay.cc calls them (policies/eviction_policy.h): PrefillLayerStats on every layer,
 // LayerBudget on every layer, then per layer OnPrefill, SelectVictims(after_prefill), OnEvicted;
 // per decode step, after the forward (evict-after-attend: the eviction of step t affects t+1 on):
-// OnStep(t), then in the bounded regime SelectVictims(t) + OnEvicted. The attention in the views
-// is recomputed from the KvCache with the step's post-RoPE queries (what the model attended with).
+// OnStep(t), then in the bounded regime (or at every step for ActsEveryStep policies: KIVI)
+// SelectVictims(t) + OnEvicted. The attention in the views is recomputed from the KvCache with
+// the step's post-RoPE queries (what the model attended with).
 //
-// Limits (InputError): GqaMode::kKvHead and EvictTiming::kAfterAttend only; policies that rewrite
-// entries (D2O merges, quantizing tiers) are refused when a rewrite arrives, since KvState has no
-// rewrite API; OraclePolicy is refused (a closed loop has no future). Greedy decoding only.
+// Every policy that can run causally runs here as it does in the open-loop replay:
+//  - rewritten entries (D2O merges, KIVI / MiKV quantized K/V) are written into the model's own
+//    KvState (KvState::Overwrite), so the model attends to them as stored;
+//  - a policy's sparse-attention mask (AttendMask: MPCache's dynamic stage) is asked once per
+//    decode step and applied by the model's attention (ForwardObserver::AttendMask) and in the
+//    policy's view, as sim/replay.cc applies it.
+// Limits (InputError): GqaMode::kKvHead and EvictTiming::kAfterAttend only; OraclePolicy is
+// refused (a closed loop has no future); `gate` needs recorded flags, which a closed loop has
+// none of. Greedy decoding only.
 #include <cstdint>
 #include <functional>
 #include <memory>

@@ -42,23 +42,51 @@ class KeepRecent final : public EvictionPolicy {
   }
 };
 
-// Merges nothing useful but asks for a rewrite, which closed loop cannot apply.
-class Rewriter final : public EvictionPolicy {
+// Keeps the `budget` most recent positions like KeepRecent, and rewrites the newest resident
+// entry's key and value to half their values at every evict phase (a stand-in for a merge or a
+// quantization: the model must attend to the halved rows from then on).
+class Halver final : public EvictionPolicy {
  public:
-  std::string_view Name() const override { return "rewriter"; }
+  std::string_view Name() const override { return "halver"; }
   void SelectVictims(const policies::EvictionRequest& request,
                      std::span<EvictionDecision> decisions) override {
+    keep_.SelectVictims(request, decisions);
     for (const policies::StreamView& s : request.streams) {
-      if (request.min_victims[static_cast<size_t>(s.stream)] == 0) continue;
       const std::vector<int64_t> sorted = s.cache->SortedPositions();
-      EvictionDecision& d = decisions[static_cast<size_t>(s.stream)];
-      d.victims.assign(sorted.begin(),
-                       sorted.begin() + request.min_victims[static_cast<size_t>(s.stream)]);
-      d.rewrites.push_back(EntryRewrite{.position = sorted.back(),
-                                        .key = Eigen::VectorXf::Zero(s.cache->head_dim()),
-                                        .value = Eigen::VectorXf::Zero(s.cache->head_dim())});
+      const int64_t slot = s.cache->SlotOf(sorted.back());
+      decisions[static_cast<size_t>(s.stream)].rewrites.push_back(
+          EntryRewrite{.position = sorted.back(),
+                       .key = 0.5f * s.cache->KeyRow(slot).transpose(),
+                       .value = 0.5f * s.cache->ValueRow(slot).transpose(),
+                       .merged_tokens = 0});
     }
   }
+
+ private:
+  KeepRecent keep_;
+};
+
+// Keeps the `budget` most recent positions like KeepRecent, and masks the oldest resident entry
+// out of each decode step's attention (it is then evicted after the step): the model must attend
+// as if that entry were already gone.
+class MaskOldest final : public EvictionPolicy {
+ public:
+  std::string_view Name() const override { return "mask-oldest"; }
+  bool AttendMask(const policies::StreamView& stream,
+                  int64_t /*step*/,
+                  const policies::QueryHistory& /*queries*/,
+                  std::vector<uint8_t>& attend) override {
+    const std::vector<int64_t> sorted = stream.cache->SortedPositions();
+    attend[static_cast<size_t>(stream.cache->SlotOf(sorted.front()))] = 0;
+    return true;
+  }
+  void SelectVictims(const policies::EvictionRequest& request,
+                     std::span<EvictionDecision> decisions) override {
+    keep_.SelectVictims(request, decisions);
+  }
+
+ private:
+  KeepRecent keep_;
 };
 
 // Records layer 0's hooks; evicts like KeepRecent.
@@ -215,18 +243,99 @@ TEST(ClosedLoop, CallsHooksInReplayOrder) {
   EXPECT_EQ(log, expected);
 }
 
-TEST(ClosedLoop, RefusesRewritesAndUnsupportedModes) {
+// Hand-driven: the same eviction, and the newest entry of every (layer, head) halved after each
+// evict phase, written straight into a KvState.
+TEST(ClosedLoop, ModelAttendsToRewrittenEntriesAsStored) {
   const std::vector<int32_t> prompt = Prompt();
-  const LayerPolicyFactory rewriter = [](const policies::PolicySetup&) {
-    return std::make_unique<Rewriter>();
+  const int64_t budget = 6, steps = 10;
+  const LayerPolicyFactory halver = [](const policies::PolicySetup&) {
+    return std::make_unique<Halver>();
   };
-  try {
-    RunClosedLoop(Stories().model, prompt, Options(4), rewriter);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("rewriter"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("rewrites"), std::string::npos) << e.what();
+  const ClosedLoopResult r = RunClosedLoop(Stories().model, prompt, Options(budget, steps), halver);
+  const models::LlamaModel& model = Stories().model;
+  models::KvState full = model.NewState();
+  models::KvState evicted = model.NewState();
+  model.Forward(prompt, full);
+  model.Forward(prompt, evicted);
+  auto evict_and_halve = [&](models::KvState& s) {
+    for (int l = 0; l < s.layers(); ++l) {
+      for (int h = 0; h < s.kv_heads(); ++h) {
+        std::vector<int64_t> old;
+        for (const int64_t p : s.positions(l, h)) {
+          if (p < s.next_position() - budget) old.push_back(p);
+        }
+        const int64_t newest = s.positions(l, h).back();
+        const auto last = s.size(l, h) - 1;
+        const Eigen::VectorXf k = 0.5f * s.keys(l, h).row(last).transpose();
+        const Eigen::VectorXf v = 0.5f * s.values(l, h).row(last).transpose();
+        s.Overwrite(l, h, newest, k.data(), v.data());
+        s.Drop(l, h, old);
+      }
+    }
+  };
+  evict_and_halve(evicted);
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  double kl_sum = 0.0;
+  for (int64_t k = 0; k < steps; ++k) {
+    const int32_t token[] = {r.full_tokens[static_cast<size_t>(n + k)]};
+    const RowMatrixXf lf = model.Forward(token, full);
+    const RowMatrixXf le = model.Forward(token, evicted);
+    evict_and_halve(evicted);
+    const std::span<const float> f(lf.data(), static_cast<size_t>(lf.cols()));
+    const std::span<const float> e(le.data(), static_cast<size_t>(le.cols()));
+    const ClosedLoopStep& row = r.steps[static_cast<size_t>(k)];
+    EXPECT_EQ(row.teacher_next, models::Argmax(e)) << k;
+    EXPECT_NEAR(row.kl, KlDivergence(f, e), 1e-6) << k;
+    kl_sum += row.kl;
   }
+  // Halving differs from plain eviction: the rewrites really reached the model.
+  const ClosedLoopResult plain =
+      RunClosedLoop(Stories().model, prompt, Options(budget, steps), Factory());
+  EXPECT_NE(kl_sum / steps, plain.kl_mean);
+}
+
+// Hand-driven: masking the oldest entry at a step, then evicting it, is evicting it before the
+// step attends.
+TEST(ClosedLoop, ModelAppliesThePolicysAttendMask) {
+  const std::vector<int32_t> prompt = Prompt();
+  const int64_t budget = 6, steps = 10;
+  const LayerPolicyFactory masker = [](const policies::PolicySetup&) {
+    return std::make_unique<MaskOldest>();
+  };
+  const ClosedLoopResult r = RunClosedLoop(Stories().model, prompt, Options(budget, steps), masker);
+  const models::LlamaModel& model = Stories().model;
+  models::KvState full = model.NewState();
+  models::KvState evicted = model.NewState();
+  model.Forward(prompt, full);
+  model.Forward(prompt, evicted);
+  auto keep_newest = [&](models::KvState& s, int64_t keep) {
+    for (int l = 0; l < s.layers(); ++l) {
+      for (int h = 0; h < s.kv_heads(); ++h) {
+        std::vector<int64_t> old;
+        for (const int64_t p : s.positions(l, h)) {
+          if (p < s.next_position() - keep) old.push_back(p);
+        }
+        s.Drop(l, h, old);
+      }
+    }
+  };
+  keep_newest(evicted, budget);
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  for (int64_t k = 0; k < steps; ++k) {
+    const int32_t token[] = {r.full_tokens[static_cast<size_t>(n + k)]};
+    const RowMatrixXf lf = model.Forward(token, full);
+    keep_newest(evicted, budget - 1);  // the entry the mask hides at this step
+    const RowMatrixXf le = model.Forward(token, evicted);
+    const std::span<const float> f(lf.data(), static_cast<size_t>(lf.cols()));
+    const std::span<const float> e(le.data(), static_cast<size_t>(le.cols()));
+    const ClosedLoopStep& row = r.steps[static_cast<size_t>(k)];
+    EXPECT_EQ(row.teacher_next, models::Argmax(e)) << k;
+    EXPECT_NEAR(row.kl, KlDivergence(f, e), 1e-6) << k;
+  }
+}
+
+TEST(ClosedLoop, RefusesUnsupportedModes) {
+  const std::vector<int32_t> prompt = Prompt();
   ClosedLoopOptions o = Options(4);
   o.replay.timing = EvictTiming::kBeforeAttend;
   EXPECT_THROW(RunClosedLoop(Stories().model, prompt, o, Factory()), InputError);
