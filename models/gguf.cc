@@ -41,6 +41,9 @@ class HeaderReader {
  public:
   explicit HeaderReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
     if (!in_) ThrowInputError("{}: cannot open GGUF file", path);
+    in_.seekg(0, std::ios::end);
+    file_bytes_ = static_cast<uint64_t>(in_.tellg());
+    in_.seekg(0);
   }
 
   template <typename T>
@@ -58,6 +61,14 @@ class HeaderReader {
       ThrowInputError("{}: {} has string length {}, expected < 1 GiB (corrupt file?)", path_, what,
                       len);
     }
+    // A declared length is allocated only if the file still holds that many bytes (fuzzing,
+    // issue 15: a 1 GiB length in a 4 KiB file cost a 1 GiB memset before "truncated").
+    if (len > remaining()) {
+      ThrowInputError(
+          "{}: {} has string length {} but only {} bytes remain in the file (truncated or "
+          "corrupt?)",
+          path_, what, len, remaining());
+    }
     std::string s(len, '\0');
     in_.read(s.data(), static_cast<std::streamsize>(len));
     if (!in_) ThrowInputError("{}: truncated GGUF file while reading {}", path_, what);
@@ -66,11 +77,13 @@ class HeaderReader {
   }
 
   uint64_t pos() const { return pos_; }
+  uint64_t remaining() const { return file_bytes_ > pos_ ? file_bytes_ - pos_ : 0; }
 
  private:
   std::string path_;
   std::ifstream in_;
   uint64_t pos_ = 0;
+  uint64_t file_bytes_ = 0;
 };
 
 int64_t ReadInteger(HeaderReader& r, uint32_t type, const std::string& what) {
@@ -125,6 +138,18 @@ GgufValue ReadValue(HeaderReader& r,
       const uint64_t n = r.Read<uint64_t>(what + " (array length)");
       if (n > (uint64_t{1} << 32)) {
         ThrowInputError("{}: metadata array '{}' has {} elements (corrupt file?)", path, key, n);
+      }
+      // Each element takes at least this many bytes of the file (a string: its 8-byte length),
+      // so `n` is checked against what remains before reserving memory for it.
+      const uint64_t min_bytes = elem == kUint8 || elem == kInt8 || elem == kBool        ? 1
+                                 : elem == kUint16 || elem == kInt16                     ? 2
+                                 : elem == kUint32 || elem == kInt32 || elem == kFloat32 ? 4
+                                                                                         : 8;
+      if (n > r.remaining() / min_bytes) {
+        ThrowInputError(
+            "{}: metadata array '{}' declares {} elements but only {} bytes remain in the file "
+            "(truncated or corrupt?)",
+            path, key, n, r.remaining());
       }
       if (IsIntegerType(elem) || elem == kBool) {
         std::vector<int64_t> v;

@@ -73,6 +73,13 @@ Handle MakeFixedStringType(size_t bytes) {
   return type;
 }
 
+Handle ChecksummedMetadataAccess() {
+  std::lock_guard lock(Hdf5Mutex());
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
+  return fapl;
+}
+
 bool Exists(hid_t file, const std::string& path) {
   std::lock_guard lock(Hdf5Mutex());
   size_t pos = 0;

@@ -54,6 +54,12 @@ Handle MakeFloat16Type();
 // crashes the library (issue 15); fixed-length ones are stored in place and read bounded.
 Handle MakeFixedStringType(size_t bytes);
 
+// File-access properties for files kvsim writes: the HDF5 1.10 file format (superblock v3,
+// object header v2, fixed/extensible-array chunk indexes), in which every metadata block carries
+// a checksum, so a corrupted header is a read error instead of libhdf5 parsing garbage (which
+// crashes it: issue 15). Readable by HDF5 >= 1.10 (h5py included).
+Handle ChecksummedMetadataAccess();
+
 // True if the object at absolute `path` exists (every intermediate group included).
 bool Exists(hid_t file, const std::string& path);
 

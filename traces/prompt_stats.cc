@@ -270,7 +270,9 @@ class PromptStatsWriter::Impl {
     const std::string final_name = atomic_.final_path().string();
     hdf5::SilenceErrors();
     std::lock_guard lock(Hdf5Mutex());
-    file_ = Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    const Handle access = hdf5::ChecksummedMetadataAccess();
+    file_ =
+        Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()));
     if (!file_.valid()) {
       ThrowInputError("{}: cannot create HDF5 file '{}'", final_name, atomic_.temp_path().string());
     }

@@ -55,7 +55,9 @@ class TraceWriter::Impl {
     std::lock_guard lock(Hdf5Mutex());
     file_type_ = options_.storage == StorageType::kFloat16 ? hdf5::MakeFloat16Type()
                                                            : Handle(H5Tcopy(H5T_IEEE_F32LE));
-    file_ = Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    const Handle access = hdf5::ChecksummedMetadataAccess();
+    file_ =
+        Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()));
     if (!file_.valid()) {
       ThrowInputError("{}: cannot create HDF5 file '{}'", path, atomic_.temp_path().string());
     }

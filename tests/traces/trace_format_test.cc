@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -256,6 +258,26 @@ TEST(TraceFormat, FlippedByteInAChecksummedChunkIsACleanErrorNamingTheDataset) {
     ExpectInputError([&] { TraceReader reader(path); },
                      {fmt::format("t.h5: cannot read dataset '{}'", name), "checksum mismatch"});
   }
+}
+
+// Format 1.1 files use HDF5's 1.10 file format (superblock 3), whose metadata blocks carry
+// checksums: a flipped byte in an object header is a clean error, not libhdf5 parsing garbage.
+TEST(TraceFormat, FlippedByteInMetadataIsACleanError) {
+  TempDir dir;
+  const std::string path = dir.File("t.h5");
+  WriteTrace(path, FixtureTrace(), {.storage = StorageType::kFloat16});
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_GT(bytes.size(), 9u);
+  EXPECT_EQ(bytes[8], 3) << "superblock version";
+  // The root group's object header holds the attributes: flip a byte of one's name.
+  const size_t at = bytes.find("model_name");
+  ASSERT_NE(at, std::string::npos);
+  FlipByte(path, at + 2);
+  ExpectInputError([&] { TraceReader reader(path); }, {"t.h5"});
 }
 
 TEST(TraceFormat, SplitStringTableChecksOffsets) {
