@@ -294,11 +294,19 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
     const std::string what = "tensor '" + info.name + "'";
     const uint32_t n_dims = r.Read<uint32_t>(what + " dimension count");
     if (n_dims > 4) ThrowInputError("{}: {} has {} dimensions, expected <= 4", path, what, n_dims);
+    // Bounded so that elements() and every byte count derived from it stay far from int64
+    // overflow (fuzzing, issue 15: extents of 2^35 x 2^32 overflowed the element count).
+    constexpr uint64_t kMaxElements = uint64_t{1} << 40;
+    uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t extent = r.Read<uint64_t>(what + " dimensions");
-      if (extent > (uint64_t{1} << 40)) {
-        ThrowInputError("{}: {} has extent {} (corrupt file?)", path, what, extent);
+      if (extent > kMaxElements || (extent != 0 && elements > kMaxElements / extent)) {
+        ThrowInputError(
+            "{}: {} has extent {} after {} elements, expected at most 2^40 elements "
+            "in all (corrupt file?)",
+            path, what, extent, elements);
       }
+      elements *= extent;
       info.dims.push_back(static_cast<int64_t>(extent));
     }
     info.type = r.Read<uint32_t>(what + " type");
@@ -317,7 +325,9 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
   const uint64_t file_bytes = std::filesystem::file_size(path);
   for (const GgufTensorInfo& t : tensors_) {
     const int64_t bytes = TensorBytes(t.type, t.elements());
-    if (bytes >= 0 && data_offset_ + t.offset + static_cast<uint64_t>(bytes) > file_bytes) {
+    // Written so that no sum wraps: an offset near 2^64 must not pass as small.
+    if (bytes >= 0 && (data_offset_ > file_bytes || t.offset > file_bytes - data_offset_ ||
+                       static_cast<uint64_t>(bytes) > file_bytes - data_offset_ - t.offset)) {
       ThrowInputError(
           "{}: tensor '{}' ({} bytes at offset {}) ends past the end of the file ({} "
           "bytes): truncated file",

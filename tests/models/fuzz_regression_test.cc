@@ -50,5 +50,16 @@ TEST(ModelFuzzRegression, StringLongerThanTheFileIsRefusedBeforeAllocating) {
   }
 }
 
+// Tensor extents of 2^35 x 2^32 overflowed int64 in the element count (UBSan), before any
+// bounds check could see the tensor's size.
+TEST(ModelFuzzRegression, TensorElementCountOverflowIsRefused) {
+  try {
+    LoadGgufLlama(FuzzDir("gguf") + "/element_count_overflow.gguf");
+    ADD_FAILURE() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("expected at most 2^40 elements in all"));
+  }
+}
+
 }  // namespace
 }  // namespace kvsim::models
