@@ -41,6 +41,9 @@ class HeaderReader {
  public:
   explicit HeaderReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
     if (!in_) ThrowInputError("{}: cannot open GGUF file", path);
+    in_.seekg(0, std::ios::end);
+    file_bytes_ = static_cast<uint64_t>(in_.tellg());
+    in_.seekg(0);
   }
 
   template <typename T>
@@ -58,6 +61,14 @@ class HeaderReader {
       ThrowInputError("{}: {} has string length {}, expected < 1 GiB (corrupt file?)", path_, what,
                       len);
     }
+    // A declared length is allocated only if the file still holds that many bytes (fuzzing,
+    // issue 15: a 1 GiB length in a 4 KiB file cost a 1 GiB memset before "truncated").
+    if (len > remaining()) {
+      ThrowInputError(
+          "{}: {} has string length {} but only {} bytes remain in the file (truncated or "
+          "corrupt?)",
+          path_, what, len, remaining());
+    }
     std::string s(len, '\0');
     in_.read(s.data(), static_cast<std::streamsize>(len));
     if (!in_) ThrowInputError("{}: truncated GGUF file while reading {}", path_, what);
@@ -66,11 +77,13 @@ class HeaderReader {
   }
 
   uint64_t pos() const { return pos_; }
+  uint64_t remaining() const { return file_bytes_ > pos_ ? file_bytes_ - pos_ : 0; }
 
  private:
   std::string path_;
   std::ifstream in_;
   uint64_t pos_ = 0;
+  uint64_t file_bytes_ = 0;
 };
 
 int64_t ReadInteger(HeaderReader& r, uint32_t type, const std::string& what) {
@@ -125,6 +138,18 @@ GgufValue ReadValue(HeaderReader& r,
       const uint64_t n = r.Read<uint64_t>(what + " (array length)");
       if (n > (uint64_t{1} << 32)) {
         ThrowInputError("{}: metadata array '{}' has {} elements (corrupt file?)", path, key, n);
+      }
+      // Each element takes at least this many bytes of the file (a string: its 8-byte length),
+      // so `n` is checked against what remains before reserving memory for it.
+      const uint64_t min_bytes = elem == kUint8 || elem == kInt8 || elem == kBool        ? 1
+                                 : elem == kUint16 || elem == kInt16                     ? 2
+                                 : elem == kUint32 || elem == kInt32 || elem == kFloat32 ? 4
+                                                                                         : 8;
+      if (n > r.remaining() / min_bytes) {
+        ThrowInputError(
+            "{}: metadata array '{}' declares {} elements but only {} bytes remain in the file "
+            "(truncated or corrupt?)",
+            path, key, n, r.remaining());
       }
       if (IsIntegerType(elem) || elem == kBool) {
         std::vector<int64_t> v;
@@ -269,11 +294,19 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
     const std::string what = "tensor '" + info.name + "'";
     const uint32_t n_dims = r.Read<uint32_t>(what + " dimension count");
     if (n_dims > 4) ThrowInputError("{}: {} has {} dimensions, expected <= 4", path, what, n_dims);
+    // Bounded so that elements() and every byte count derived from it stay far from int64
+    // overflow (fuzzing, issue 15: extents of 2^35 x 2^32 overflowed the element count).
+    constexpr uint64_t kMaxElements = uint64_t{1} << 40;
+    uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t extent = r.Read<uint64_t>(what + " dimensions");
-      if (extent > (uint64_t{1} << 40)) {
-        ThrowInputError("{}: {} has extent {} (corrupt file?)", path, what, extent);
+      if (extent > kMaxElements || (extent != 0 && elements > kMaxElements / extent)) {
+        ThrowInputError(
+            "{}: {} has extent {} after {} elements, expected at most 2^40 elements "
+            "in all (corrupt file?)",
+            path, what, extent, elements);
       }
+      elements *= extent;
       info.dims.push_back(static_cast<int64_t>(extent));
     }
     info.type = r.Read<uint32_t>(what + " type");
@@ -292,7 +325,9 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
   const uint64_t file_bytes = std::filesystem::file_size(path);
   for (const GgufTensorInfo& t : tensors_) {
     const int64_t bytes = TensorBytes(t.type, t.elements());
-    if (bytes >= 0 && data_offset_ + t.offset + static_cast<uint64_t>(bytes) > file_bytes) {
+    // Written so that no sum wraps: an offset near 2^64 must not pass as small.
+    if (bytes >= 0 && (data_offset_ > file_bytes || t.offset > file_bytes - data_offset_ ||
+                       static_cast<uint64_t>(bytes) > file_bytes - data_offset_ - t.offset)) {
       ThrowInputError(
           "{}: tensor '{}' ({} bytes at offset {}) ends past the end of the file ({} "
           "bytes): truncated file",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds kvsim with warnings as errors, runs
-# the whole GoogleTest suite, then the same suite under AddressSanitizer + UBSan, then the
-# clang-format check. Set KVSIM_SKIP_SANITIZERS=1 to skip the sanitizer pass locally. The
+# the whole GoogleTest suite, then the same suite under AddressSanitizer + UBSan, then a short
+# libFuzzer run of every harness (scripts/fuzz.sh), then the clang-format check. Set
+# KVSIM_SKIP_SANITIZERS=1 or KVSIM_SKIP_FUZZ=1 to skip those passes locally. The
 # sanitizer build leaves MPI out (Open MPI's own allocations trip LeakSanitizer); the Release
 # suite runs the MPI sweep tests under mpirun.
 set -euo pipefail
@@ -24,6 +25,13 @@ if [ "${KVSIM_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake --build build-asan -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 1200
+fi
+
+if [ "${KVSIM_SKIP_FUZZ:-0}" != 1 ]; then
+  # A short pass over every libFuzzer harness, from the seed corpora plus what earlier runs
+  # found (build-fuzz/corpus); README "Fuzzing" has the long run.
+  echo "== libFuzzer short run (${KVSIM_FUZZ_SECONDS:-20}s per harness)"
+  bash scripts/fuzz.sh "${KVSIM_FUZZ_SECONDS:-20}"
 fi
 
 echo "== clang-format check"

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace kvsim::traces::hdf5 {
 
 std::recursive_mutex& Hdf5Mutex() {
@@ -62,12 +64,20 @@ Handle MakeFloat16Type() {
   return type;
 }
 
-Handle MakeVarStringType() {
+Handle MakeFixedStringType(size_t bytes) {
   std::lock_guard lock(Hdf5Mutex());
   Handle type(H5Tcopy(H5T_C_S1));
-  H5Tset_size(type.get(), H5T_VARIABLE);
+  H5Tset_size(type.get(), std::max<size_t>(bytes, 1));
+  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
   H5Tset_cset(type.get(), H5T_CSET_UTF8);
   return type;
+}
+
+Handle ChecksummedMetadataAccess() {
+  std::lock_guard lock(Hdf5Mutex());
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
+  return fapl;
 }
 
 bool Exists(hid_t file, const std::string& path) {
@@ -114,6 +124,28 @@ std::string FormatDims(const std::vector<hsize_t>& dims) {
   return fmt::format("[{}]", fmt::join(dims, ", "));
 }
 
+bool FiltersDecodable(hid_t ds, std::string* filter) {
+  std::lock_guard lock(Hdf5Mutex());
+  Handle plist(H5Dget_create_plist(ds));
+  const int filters = H5Pget_nfilters(plist.get());
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0;
+    size_t n_values = 0;
+    char name[64] = {};
+    const H5Z_filter_t id = H5Pget_filter2(plist.get(), static_cast<unsigned>(i), &flags, &n_values,
+                                           nullptr, sizeof(name), name, nullptr);
+    unsigned config = 0;
+    const bool decodes = id >= 0 && H5Zfilter_avail(id) > 0 &&
+                         H5Zget_filter_info(id, &config) >= 0 &&
+                         (config & H5Z_FILTER_CONFIG_DECODE_ENABLED) != 0;
+    if (!decodes) {
+      *filter = fmt::format("{} ('{}')", static_cast<int>(id), name);
+      return false;
+    }
+  }
+  return true;
+}
+
 namespace {
 
 bool WriteScalarAttribute(hid_t object, const char* name, hid_t type, const void* value) {
@@ -127,9 +159,10 @@ bool WriteScalarAttribute(hid_t object, const char* name, hid_t type, const void
 }  // namespace
 
 bool WriteStringAttribute(hid_t object, const char* name, const std::string& value) {
-  Handle type = MakeVarStringType();
-  const char* data = value.c_str();
-  return WriteScalarAttribute(object, name, type.get(), &data);
+  Handle type = MakeFixedStringType(value.size());
+  // One byte more than the type holds: an empty string is stored as one null byte.
+  const std::string padded = value + '\0';
+  return WriteScalarAttribute(object, name, type.get(), padded.data());
 }
 
 bool WriteInt64Attribute(hid_t object, const char* name, int64_t value) {
@@ -140,18 +173,31 @@ bool WriteDoubleAttribute(hid_t object, const char* name, double value) {
   return WriteScalarAttribute(object, name, H5T_IEEE_F64LE, &value);
 }
 
-bool WriteStringDataset(hid_t parent, const char* name, const std::vector<std::string>& values) {
+Handle ChecksummedLayout1D(hsize_t n) {
   std::lock_guard lock(Hdf5Mutex());
-  Handle type = MakeVarStringType();
-  const hsize_t n = values.size();
-  Handle space(H5Screate_simple(1, &n, nullptr));
+  // 64 Ki elements: a 1-D token or segment dataset is read whole, so the chunk only bounds the
+  // memory HDF5 uses per chunk and the data a checksum failure names.
+  constexpr hsize_t kChunk = hsize_t{1} << 16;
+  const hsize_t chunk = std::clamp<hsize_t>(n, 1, kChunk);
+  Handle plist(H5Pcreate(H5P_DATASET_CREATE));
+  if (H5Pset_chunk(plist.get(), 1, &chunk) < 0 || H5Pset_fletcher32(plist.get()) < 0) {
+    return Handle();
+  }
+  return plist;
+}
+
+bool WriteChecksummed1D(
+    hid_t parent, const char* name, hid_t file_type, hid_t mem_type, size_t n, const void* data) {
+  std::lock_guard lock(Hdf5Mutex());
+  const hsize_t dims = n;
+  const hsize_t max_dims = H5S_UNLIMITED;
+  Handle space(H5Screate_simple(1, &dims, &max_dims));
+  Handle plist = ChecksummedLayout1D(n);
+  if (!plist.valid()) return false;
   Handle dataset(
-      H5Dcreate2(parent, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+      H5Dcreate2(parent, name, file_type, space.get(), H5P_DEFAULT, plist.get(), H5P_DEFAULT));
   if (!dataset.valid()) return false;
-  std::vector<const char*> pointers;
-  pointers.reserve(values.size());
-  for (const std::string& s : values) pointers.push_back(s.c_str());
-  return H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()) >= 0;
+  return n == 0 || H5Dwrite(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
 }
 
 namespace {
@@ -175,6 +221,10 @@ bool ReadStrings(hid_t file_type, size_t count, ReadFn read, std::vector<std::st
     return true;
   }
   const size_t size = H5Tget_size(file_type);
+  // The declared width is trusted no further than a sane bound: a corrupt type must not make
+  // the buffer below a multi-GiB allocation (issue 15).
+  constexpr size_t kMaxBytes = size_t{1} << 26;
+  if (size == 0 || size > kMaxBytes || count > kMaxBytes / size) return false;
   H5Tset_size(mem_type.get(), size);
   H5Tset_strpad(mem_type.get(), H5T_STR_NULLPAD);
   std::vector<char> buffer(size * count, '\0');

@@ -49,8 +49,16 @@ class Handle {
 // IEEE 754 binary16, little-endian: the type h5py uses for numpy float16 (HDF5 1.10 has no
 // predefined H5T_IEEE_F16LE).
 Handle MakeFloat16Type();
-// Variable-length UTF-8 string: h5py's default for Python str.
-Handle MakeVarStringType();
+// Fixed-length UTF-8 string of `bytes` bytes (at least 1), null-padded. kvsim writes no
+// variable-length strings: HDF5 1.10 reads those from its global heap, where a corrupt file
+// crashes the library (issue 15); fixed-length ones are stored in place and read bounded.
+Handle MakeFixedStringType(size_t bytes);
+
+// File-access properties for files kvsim writes: the HDF5 1.10 file format (superblock v3,
+// object header v2, fixed/extensible-array chunk indexes), in which every metadata block carries
+// a checksum, so a corrupted header is a read error instead of libhdf5 parsing garbage (which
+// crashes it: issue 15). Readable by HDF5 >= 1.10 (h5py included).
+Handle ChecksummedMetadataAccess();
 
 // True if the object at absolute `path` exists (every intermediate group included).
 bool Exists(hid_t file, const std::string& path);
@@ -62,15 +70,28 @@ std::vector<hsize_t> Dims(hid_t dataset);
 // "[4, 100, 8]".
 std::string FormatDims(const std::vector<hsize_t>& dims);
 
-// Scalar attributes on `object`; return false if HDF5 failed.
+// True if this HDF5 library can decode every filter of dataset `ds`; else false, with the first
+// one that it cannot decode described in `filter` ("40000 ('blosc')").
+bool FiltersDecodable(hid_t ds, std::string* filter);
+
+// Scalar attributes on `object`; return false if HDF5 failed. Strings are fixed-length UTF-8.
 bool WriteStringAttribute(hid_t object, const char* name, const std::string& value);
 bool WriteInt64Attribute(hid_t object, const char* name, int64_t value);
 bool WriteDoubleAttribute(hid_t object, const char* name, double value);
 
-// Writes a 1-D variable-length UTF-8 string dataset. Returns false if HDF5 failed.
-bool WriteStringDataset(hid_t parent, const char* name, const std::vector<std::string>& values);
+// Creation properties of a 1-D dataset of `n` elements: chunked (HDF5 filters need chunks) with
+// the Fletcher32 checksum filter, so a corrupted chunk fails to read instead of giving wrong
+// values. The extent is unlimited so that empty datasets (n = 0) can be chunked too.
+Handle ChecksummedLayout1D(hsize_t n);
+// Creates the 1-D dataset `name` of `n` elements of `file_type` under `parent` with
+// ChecksummedLayout1D and writes `data` (n elements of `mem_type`). Returns false if HDF5 failed.
+bool WriteChecksummed1D(
+    hid_t parent, const char* name, hid_t file_type, hid_t mem_type, size_t n, const void* data);
+
 // Reads any 1-D string dataset (variable or fixed length, any character set) into `out`.
-// Returns false if HDF5 failed or the dataset does not hold strings.
+// Returns false if HDF5 failed or the dataset does not hold strings. Only version-1.0 traces
+// hold string datasets (FORMAT.md): variable-length ones go through HDF5's global heap, which
+// libhdf5 1.10 reads unchecked, so a corrupt old file can still crash the library here.
 bool ReadStringDataset(hid_t dataset, std::vector<std::string>* out);
 // Reads a scalar or one-element string attribute (variable or fixed length).
 bool ReadStringAttribute(hid_t attribute, std::string* out);

@@ -36,6 +36,7 @@ import numpy as np
 
 FORMAT = "kvsim-trace"
 FORMAT_VERSION = 1
+FORMAT_MINOR_VERSION = 1  # FORMAT.md 1.1: no variable-length strings, checksummed datasets
 CHUNK_POSITIONS = 256  # FORMAT.md: chunks of [1 head, 256 positions, d]
 
 
@@ -61,11 +62,14 @@ class TraceFileWriter:
         self.text = []
         self.positions = 0
         self.committed = False
-        self.file = h5py.File(self.temp_path, "w")
-        self.file.attrs.update(format=FORMAT, format_version=FORMAT_VERSION,
-                               model_name=model_name, layers=layers, q_heads=q_heads,
-                               kv_heads=kv_heads, head_dim=head_dim,
-                               rope_theta=float(rope_theta), source=source)
+        # The HDF5 1.10 file format checksums every metadata block (FORMAT.md, "Strings").
+        self.file = h5py.File(self.temp_path, "w", libver=("v110", "v110"))
+        # np.bytes_: fixed-length strings; h5py's str would be variable-length (FORMAT.md).
+        self.file.attrs.update(format=np.bytes_(FORMAT.encode()), format_version=FORMAT_VERSION,
+                               format_minor_version=FORMAT_MINOR_VERSION,
+                               model_name=np.bytes_(model_name.encode()), layers=layers,
+                               q_heads=q_heads, kv_heads=kv_heads, head_dim=head_dim,
+                               rope_theta=float(rope_theta), source=np.bytes_(source.encode()))
         names = [("q", q_heads), ("k", kv_heads), ("v", kv_heads)]
         if pre_rope:
             names += [("q_pre_rope", q_heads), ("k_pre_rope", kv_heads)]
@@ -76,7 +80,7 @@ class TraceFileWriter:
                     f"layers/{layer}/{name}", shape=(heads, 0, head_dim),
                     maxshape=(heads, None, head_dim), dtype=self.dtype,
                     chunks=(1, CHUNK_POSITIONS, head_dim), shuffle=True, compression="gzip",
-                    compression_opts=1)
+                    compression_opts=1, fletcher32=True)
 
     def append(self, ids, text, tensors):
         """Appends n positions.
@@ -113,9 +117,18 @@ class TraceFileWriter:
         if not 1 <= prompt_len <= self.positions:
             raise ValueError(f"prompt_len {prompt_len} outside [1, {self.positions}]")
         self.file.attrs.update(prompt_len=prompt_len, total_len=self.positions)
-        self.file["tokens/ids"] = np.asarray(self.ids, dtype=np.int32)
+        self.file.create_dataset("tokens/ids", data=np.asarray(self.ids, dtype=np.int32),
+                                 maxshape=(None,), chunks=(max(1, min(self.positions, 65536)),),
+                                 fletcher32=True)
         if self.text and len(self.text) == self.positions:
-            self.file.create_dataset("tokens/text", data=self.text, dtype=h5py.string_dtype())
+            # A string column: UTF-8 bytes + offsets (FORMAT.md, "Strings").
+            data = [t.encode("utf-8", "surrogateescape") for t in self.text]
+            blob = np.frombuffer(b"".join(data), dtype=np.uint8)
+            offsets = np.cumsum([0] + [len(b) for b in data]).astype(np.int64)
+            for name, values in (("tokens/text_utf8", blob), ("tokens/text_offsets", offsets)):
+                self.file.create_dataset(name, data=values, maxshape=(None,),
+                                         chunks=(max(1, min(len(values), 65536)),),
+                                         fletcher32=True)
         self.file.close()
         os.replace(self.temp_path, self.path)
         self.committed = True

@@ -166,7 +166,10 @@ class SidecarReader {
     Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> data(shape_.q_heads,
                                                                                shape_.prompt_len);
     if (H5Dread(dataset_.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0) {
-      Fail(fmt::format("HDF5 failed reading dataset '{}'", name));
+      Fail(
+          fmt::format("cannot read dataset '{}': HDF5 read failed (checksum mismatch or corrupt "
+                      "data)",
+                      name));
     }
     LayerPromptStats stats;
     for (int h = 0; h < shape_.q_heads; ++h) {
@@ -267,7 +270,9 @@ class PromptStatsWriter::Impl {
     const std::string final_name = atomic_.final_path().string();
     hdf5::SilenceErrors();
     std::lock_guard lock(Hdf5Mutex());
-    file_ = Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+    const Handle access = hdf5::ChecksummedMetadataAccess();
+    file_ =
+        Handle(H5Fcreate(atomic_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()));
     if (!file_.valid()) {
       ThrowInputError("{}: cannot create HDF5 file '{}'", final_name, atomic_.temp_path().string());
     }
@@ -310,8 +315,14 @@ class PromptStatsWriter::Impl {
     const hsize_t dims[2] = {static_cast<hsize_t>(shape_.q_heads),
                              static_cast<hsize_t>(shape_.prompt_len)};
     Handle space(H5Screate_simple(2, dims, nullptr));
+    // One chunk per head row, checksummed (Fletcher32) like the trace's datasets: a corrupted
+    // sidecar is then an error, not silently wrong sums.
+    const hsize_t chunk[2] = {1, dims[1]};
+    Handle plist(H5Pcreate(H5P_DATASET_CREATE));
+    H5Pset_chunk(plist.get(), 2, chunk);
+    H5Pset_fletcher32(plist.get());
     Handle dataset(H5Dcreate2(group.get(), "column_sums", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
-                              H5P_DEFAULT, H5P_DEFAULT));
+                              plist.get(), H5P_DEFAULT));
     const bool ok = group.valid() && dataset.valid() &&
                     H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                              data.data()) >= 0 &&

@@ -12,6 +12,9 @@ namespace kvsim::traces::internal {
 
 inline constexpr const char* kFormatName = "kvsim-trace";
 inline constexpr int64_t kFormatVersion = 1;
+// 1.1: strings as UTF-8 bytes + offsets (no HDF5 variable-length types), every dataset
+// checksummed with Fletcher32. A 1.0 file has no `format_minor_version` attribute.
+inline constexpr int64_t kFormatMinorVersion = 1;
 
 inline std::string LayerPath(int layer, const char* tensor) {
   return fmt::format("/layers/{}/{}", layer, tensor);

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "traces/float16.h"
 #include "traces/hdf5_util.h"
+#include "traces/string_table.h"
 #include "traces/trace_io.h"
 #include "traces/trace_io_internal.h"
 
@@ -111,7 +112,7 @@ class TraceReader::Impl {
                                         nullptr) >= 0 &&
                     H5Dread(ds.get(), H5T_NATIVE_UINT8, mem_space.get(), file_space.get(),
                             H5P_DEFAULT, flags.data()) >= 0;
-    if (!ok) ThrowInputError("{}: HDF5 failed reading dataset '/gate_flags'", path_);
+    if (!ok) ThrowReadError("/gate_flags");
     return flags;
   }
 
@@ -185,6 +186,15 @@ class TraceReader::Impl {
     if (version != internal::kFormatVersion) {
       ThrowInputError("{}: attribute 'format_version' of '/' is {}, expected {}", path_, version,
                       internal::kFormatVersion);
+    }
+    // Absent in version 1.0 files. Minor versions only add: any one >= 0 reads, the string
+    // layout being chosen by which datasets are present (FORMAT.md, "Strings").
+    if (H5Aexists(file_.get(), "format_minor_version") > 0) {
+      const int64_t minor = IntAttribute("format_minor_version", "an integer (1)");
+      if (minor < 0) {
+        ThrowInputError("{}: attribute 'format_minor_version' of '/' is {}, expected >= 0", path_,
+                        minor);
+      }
     }
     models::ModelShape& s = meta_.shape;
     s.name = StringAttribute("model_name", "a string (model name)");
@@ -276,7 +286,7 @@ class TraceReader::Impl {
       meta_.token_ids.resize(t);
       if (H5Dread(ds.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                   meta_.token_ids.data()) < 0) {
-        ThrowInputError("{}: cannot read dataset '{}' (corrupt?)", path_, name);
+        ThrowReadError(name);
       }
       for (size_t i = 0; i < meta_.token_ids.size(); ++i) {
         if (meta_.token_ids[i] < 0) {
@@ -285,16 +295,34 @@ class TraceReader::Impl {
         }
       }
     }
-    const std::string text_name = "/tokens/text";
-    if (hdf5::Exists(file_.get(), text_name)) {
-      Handle ds = OpenDataset(text_name, "string [total_len]");
-      CheckDims(ds.get(), text_name, {t}, "total_len");
-      if (!hdf5::ReadStringDataset(ds.get(), &meta_.token_text)) {
-        Handle type(H5Dget_type(ds.get()));
-        ThrowInputError("{}: dataset '{}' has dtype {}, expected string (UTF-8)", path_, text_name,
-                        hdf5::DescribeType(type.get()));
-      }
+    meta_.token_text = ReadStrings("/tokens/text", t, "total_len");
+  }
+
+  // The optional string column `base` of `count` strings: format 1.1's byte + offset datasets
+  // (string_table.h) if present, else a 1.0 string dataset, else none (an empty vector).
+  std::vector<std::string> ReadStrings(const std::string& base,
+                                       hsize_t count,
+                                       const char* count_name) const {
+    if (hdf5::Exists(file_.get(), internal::StringOffsetsPath(base))) {
+      return internal::ReadStringTable(file_.get(), path_, base, count);
     }
+    std::vector<std::string> values;
+    if (!hdf5::Exists(file_.get(), base)) return values;
+    Handle ds = OpenDataset(base, fmt::format("string [{}]", count_name));
+    CheckDims(ds.get(), base, {count}, count_name);
+    if (!hdf5::ReadStringDataset(ds.get(), &values)) {
+      Handle type(H5Dget_type(ds.get()));
+      ThrowInputError("{}: dataset '{}' has dtype {}, expected string (UTF-8)", path_, base,
+                      hdf5::DescribeType(type.get()));
+    }
+    for (std::string& v : values) v = internal::EscapeInvalidUtf8(v);
+    return values;
+  }
+
+  [[noreturn]] void ThrowReadError(const std::string& name) const {
+    ThrowInputError(
+        "{}: cannot read dataset '{}': HDF5 read failed (checksum mismatch or corrupt data)", path_,
+        name);
   }
 
   void ReadSegments() {
@@ -307,12 +335,13 @@ class TraceReader::Impl {
                       hdf5::FormatDims(dims));
     }
     const size_t n = dims[0];
+    CheckStoredBytes(begin.get(), "/segments/begin", dims, sizeof(int64_t));
     auto read_ints = [&](const char* name, hid_t mem_type, void* out) {
       Handle ds = OpenDataset(name, "an integer [segments] dataset");
       CheckIntegerType(ds.get(), name, "an integer type");
       CheckDims(ds.get(), name, {n}, "segments, the length of '/segments/begin'");
       if (H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
-        ThrowInputError("{}: cannot read dataset '{}' (corrupt?)", path_, name);
+        ThrowReadError(name);
       }
     };
     std::vector<int64_t> b(n), e(n);
@@ -320,14 +349,10 @@ class TraceReader::Impl {
     read_ints("/segments/begin", H5T_NATIVE_INT64, b.data());
     read_ints("/segments/end", H5T_NATIVE_INT64, e.data());
     read_ints("/segments/turn", H5T_NATIVE_INT32, turn.data());
-    Handle role_ds = OpenDataset("/segments/role", "string [segments]");
-    CheckDims(role_ds.get(), "/segments/role", {n}, "segments, the length of '/segments/begin'");
-    std::vector<std::string> role;
-    if (!hdf5::ReadStringDataset(role_ds.get(), &role)) {
-      ThrowInputError(
-          "{}: dataset '/segments/role' is not readable as strings, expected string "
-          "[segments]",
-          path_);
+    const std::vector<std::string> role =
+        ReadStrings("/segments/role", n, "segments, the length of '/segments/begin'");
+    if (role.size() != n) {
+      ThrowInputError("{}: dataset '/segments/role' is missing, expected string [segments]", path_);
     }
     for (size_t i = 0; i < n; ++i) {
       if (b[i] < 0 || b[i] >= e[i] || e[i] > meta_.total_len) {
@@ -398,25 +423,12 @@ class TraceReader::Impl {
   // an unavailable one here beats a bare read failure later (e.g. a file compressed with a
   // third-party plugin such as Blosc or LZF).
   void CheckFilters(hid_t ds, const std::string& name) const {
-    Handle plist(H5Dget_create_plist(ds));
-    const int filters = H5Pget_nfilters(plist.get());
-    for (int i = 0; i < filters; ++i) {
-      unsigned flags = 0;
-      size_t n_values = 0;
-      char filter_name[64] = {};
-      const H5Z_filter_t id =
-          H5Pget_filter2(plist.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr,
-                         sizeof(filter_name), filter_name, nullptr);
-      unsigned config = 0;
-      const bool decodes = id >= 0 && H5Zfilter_avail(id) > 0 &&
-                           H5Zget_filter_info(id, &config) >= 0 &&
-                           (config & H5Z_FILTER_CONFIG_DECODE_ENABLED) != 0;
-      if (!decodes) {
-        ThrowInputError(
-            "{}: dataset '{}' uses HDF5 filter {} ('{}'), which this HDF5 library cannot decode; "
-            "expected a standard filter (deflate, shuffle, fletcher32, nbit, scaleoffset)",
-            path_, name, static_cast<int>(id), filter_name);
-      }
+    std::string filter;
+    if (!hdf5::FiltersDecodable(ds, &filter)) {
+      ThrowInputError(
+          "{}: dataset '{}' uses HDF5 filter {}, which this HDF5 library cannot decode; "
+          "expected a standard filter (deflate, shuffle, fletcher32, nbit, scaleoffset)",
+          path_, name, filter);
     }
   }
 
@@ -434,11 +446,12 @@ class TraceReader::Impl {
               {static_cast<hsize_t>(meta_.shape.layers), static_cast<hsize_t>(meta_.shape.kv_heads),
                static_cast<hsize_t>(meta_.total_len)},
               "layers, kv_heads, total_len");
+    CheckStoredBytes(ds.get(), name, hdf5::Dims(ds.get()), 1);
     std::vector<uint8_t> flags(static_cast<size_t>(meta_.shape.layers) *
                                static_cast<size_t>(meta_.shape.kv_heads) *
                                static_cast<size_t>(meta_.total_len));
     if (H5Dread(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, flags.data()) < 0) {
-      ThrowInputError("{}: cannot read dataset '{}' (corrupt?)", path_, name);
+      ThrowReadError(name);
     }
     for (size_t i = 0; i < flags.size(); ++i) {
       if (flags[i] > 1) {
@@ -534,7 +547,7 @@ class TraceReader::Impl {
         H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) >=
             0 &&
         H5Dread(ds.get(), mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, dst) >= 0;
-    if (!ok) ThrowInputError("{}: cannot read dataset '{}' (corrupt or truncated?)", path_, name);
+    if (!ok) ThrowReadError(name);
   }
 
   std::string path_;

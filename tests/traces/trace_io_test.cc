@@ -424,16 +424,18 @@ int FilterCount(const std::string& path, const char* name) {
   return n;
 }
 
-// The default writes no filter (disk speed); gzip stays available, and gzip files, which
-// earlier kvsim versions wrote by default (shuffle + deflate 1), read back identically.
+// The default writes no compression (disk speed), only the Fletcher32 checksum; gzip stays
+// available, and gzip files, which earlier kvsim versions wrote by default (shuffle + deflate 1),
+// read back identically.
 TEST(TraceIo, CompressionIsTheWritersChoiceAndReadsTheSame) {
   TempDir dir;
   const Trace trace = MakeTrace(40, 20, /*pre_rope=*/false, /*text=*/true);
   WriteTrace(dir.File("plain.h5"), trace);
-  EXPECT_EQ(FilterCount(dir.File("plain.h5"), "/layers/0/q"), 0);
+  EXPECT_EQ(FilterCount(dir.File("plain.h5"), "/layers/0/q"), 1) << "fletcher32";
   for (int level : {1, 9}) {
     WriteTrace(dir.File("gzip.h5"), trace, {.compression_level = level});
-    EXPECT_EQ(FilterCount(dir.File("gzip.h5"), "/layers/1/k"), 2) << "shuffle + deflate";
+    EXPECT_EQ(FilterCount(dir.File("gzip.h5"), "/layers/1/k"), 3)
+        << "shuffle + deflate + fletcher32";
     const Trace plain = ReadTrace(dir.File("plain.h5"));
     const Trace gzip = ReadTrace(dir.File("gzip.h5"));
     EXPECT_EQ(gzip.meta(), plain.meta());
@@ -513,9 +515,10 @@ import h5py, numpy as np
 for name in ["f32", "f16"]:
     with h5py.File("{}/" + name + ".h5", "r") as f:
         k = f["layers/1/k"]
-        print(name, f.attrs["model_name"], f.attrs["layers"], f.attrs["prompt_len"],
+        text, offsets = f["tokens/text_utf8"], f["tokens/text_offsets"]
+        print(name, f.attrs["model_name"].decode(), f.attrs["layers"], f.attrs["prompt_len"],
               f.attrs["total_len"], k.dtype, k.shape, repr(float(k[1, 7, 2])),
-              f["tokens/ids"][3], f["tokens/text"][1].decode())
+              f["tokens/ids"][3], bytes(text[offsets[1]:offsets[2]]).decode())
 )",
                                                      dir.path().string()));
   const float k = trace.Keys(1, 1)(7, 2);
