@@ -75,6 +75,16 @@ TEST(ClosedLoopCli, FaithfulLaqRunsOnlyInClosedLoop) {
   EXPECT_NE(r.out.find("laqpp"), std::string::npos) << r.out;
 }
 
+// Policies that rewrite entries (merges, quantization) or mask attention run in the loop.
+TEST(ClosedLoopCli, RewritingAndMaskingPoliciesRun) {
+  for (const char* policy : {"d2o", "kivi", "mikv", "mpcache"}) {
+    const CommandResult r =
+        RunKvsim(std::string("closed-loop --policy ") + policy + " --budget 8 --new-tokens 16");
+    EXPECT_EQ(r.exit_code, 0) << policy << ": " << r.err;
+    EXPECT_NE(r.out.find("agreement"), std::string::npos) << r.out;
+  }
+}
+
 TEST(ClosedLoopCli, BadInputNamesTheOptionAndLeavesNoFile) {
   const TempDir dir;
   const std::string csv = dir.File("out.csv");
@@ -82,9 +92,9 @@ TEST(ClosedLoopCli, BadInputNamesTheOptionAndLeavesNoFile) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--policy"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("laq"), std::string::npos) << r.err;
-  r = RunKvsim("closed-loop --policy d2o --budget 4 --csv " + ShellQuote(csv));
+  r = RunKvsim("closed-loop --policy gate --budget 4 --csv " + ShellQuote(csv));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("rewrites"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("gate_flags"), std::string::npos) << r.err;
   r = RunKvsim("closed-loop --policy h2o --budget 4 --new-tokens 100000 --csv " + ShellQuote(csv));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--new-tokens"), std::string::npos) << r.err;
