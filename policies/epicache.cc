@@ -51,8 +51,7 @@ class EpiCachePolicy final : public EvictionPolicy {
         medoids_(medoids),
         window_(window),
         scores_(static_cast<size_t>(setup.num_streams()),
-                std::vector<double>(static_cast<size_t>(setup.total_len), 0.0)),
-        patched_(static_cast<size_t>(setup.num_streams())) {}
+                std::vector<double>(static_cast<size_t>(setup.total_len), 0.0)) {}
 
   std::string_view Name() const override { return "epicache"; }
 
@@ -63,8 +62,9 @@ class EpiCachePolicy final : public EvictionPolicy {
   void SelectVictims(const EvictionRequest& request,
                      std::span<sim::EvictionDecision> decisions) override {
     if (request.after_prefill) {  // streams score independently (their own scores_ row)
+      KVSIM_ASSERT(request.prefill != nullptr, "epicache scores with the prompt's queries");
       tbb::parallel_for(size_t{0}, request.streams.size(),
-                        [&](size_t i) { Score(request.streams[i]); });
+                        [&](size_t i) { Score(request.streams[i], *request.prefill); });
     }
     for (const StreamView& stream : request.streams) {
       const auto s = static_cast<size_t>(stream.stream);
@@ -84,9 +84,10 @@ class EpiCachePolicy final : public EvictionPolicy {
   // The patched prompt's queries (the card's observation queries) and one score per position.
   int64_t StateBytes() const override {
     int64_t bytes = 0;
-    for (size_t s = 0; s < patched_.size(); ++s) {
-      bytes += patched_[s].size() * static_cast<int64_t>(sizeof(float)) +
-               static_cast<int64_t>(scores_[s].size() * sizeof(float));
+    for (size_t s = 0; s < scores_.size(); ++s) {
+      bytes += (patched_rows_ * q_heads_per_stream_ * setup_.shape.head_dim +
+                static_cast<int64_t>(scores_[s].size())) *
+               static_cast<int64_t>(sizeof(float));
     }
     return bytes;
   }
@@ -165,44 +166,39 @@ class EpiCachePolicy final : public EvictionPolicy {
     std::vector<size_t> chosen;
     for (const auto& m : members) chosen.push_back(m.second);
     std::sort(chosen.begin(), chosen.end());
-    int64_t rows = 0;
-    for (const size_t w : chosen) rows += windows[w].end - windows[w].begin;
-    for (const StreamView& stream : prefill.streams) {
-      RowMatrixXf& q = patched_[static_cast<size_t>(stream.stream)];
-      q.resize(rows * stream.num_q_heads, d);
-      int64_t r = 0;
-      for (int h = stream.first_q_head; h < stream.first_q_head + stream.num_q_heads; ++h) {
-        for (const size_t w : chosen) {
-          const int64_t len = windows[w].end - windows[w].begin;
-          q.middleRows(r, len) = attention.PromptQueries(h).middleRows(windows[w].begin, len);
-          r += len;
-        }
-      }
+    for (const size_t w : chosen) {
+      patched_.emplace_back(windows[w].begin, windows[w].end);
+      patched_rows_ += windows[w].end - windows[w].begin;
     }
+    q_heads_per_stream_ = prefill.streams.empty() ? 0 : prefill.streams.front().num_q_heads;
   }
 
   // s(j) over the stream's resident keys, from scratch (card 1 (b)). In tiles of patched
   // queries: without turns the patched prompt is the whole prompt, and its attention over the
   // resident keys would be prompt x prompt floats at once.
-  void Score(const StreamView& stream) {
+  void Score(const StreamView& stream, const sim::PrefillAttention& prompt) {
     const sim::KvCache& cache = *stream.cache;
     if (cache.size() == 0) return;
     constexpr int64_t kTileRows = 256;
     const float scale = 1.0f / std::sqrt(static_cast<float>(setup_.shape.head_dim));
-    const RowMatrixXf& patched = patched_[static_cast<size_t>(stream.stream)];
     const RowMatrixXf keys = cache.Keys();
     Eigen::RowVectorXf best = Eigen::RowVectorXf::Zero(cache.size());  // weights are >= 0
     RowMatrixXf a;
-    for (int64_t begin = 0; begin < patched.rows(); begin += kTileRows) {
-      const int64_t rows = std::min(kTileRows, patched.rows() - begin);
-      a.noalias() = patched.middleRows(begin, rows) * keys.transpose();
-      for (int64_t i = 0; i < rows; ++i) {
-        auto row = a.row(i);
-        row *= scale;  // (q . k) * scale, as the whole-matrix product rounded it
-        row = (row.array() - row.maxCoeff()).exp();
-        row /= row.sum();
+    for (int h = stream.first_q_head; h < stream.first_q_head + stream.num_q_heads; ++h) {
+      const auto queries = prompt.PromptQueries(h);
+      for (const auto& [first, end] : patched_) {
+        for (int64_t begin = first; begin < end; begin += kTileRows) {
+          const int64_t rows = std::min(kTileRows, end - begin);
+          a.noalias() = queries.middleRows(begin, rows) * keys.transpose();
+          for (int64_t i = 0; i < rows; ++i) {
+            auto row = a.row(i);
+            row *= scale;  // (q . k) * scale, as the whole-matrix product rounded it
+            row = (row.array() - row.maxCoeff()).exp();
+            row /= row.sum();
+          }
+          best = best.cwiseMax(a.colwise().maxCoeff());
+        }
       }
-      best = best.cwiseMax(a.colwise().maxCoeff());
     }
     std::vector<double>& score = scores_[static_cast<size_t>(stream.stream)];
     for (int64_t slot = 0; slot < cache.size(); ++slot) {
@@ -219,7 +215,13 @@ class EpiCachePolicy final : public EvictionPolicy {
   int64_t question_begin_ = 0;
   std::set<int64_t> system_;
   std::vector<std::vector<double>> scores_;  // [stream][position], last block's scores
-  std::vector<RowMatrixXf> patched_;         // [stream]: patched prompt queries
+  // The patched prompt: the chosen windows' positions [begin, end), chronological. Scoring reads
+  // their queries in place from the prompt (PrefillAttention::PromptQueries): a copy would be
+  // prompt x group x head_dim floats per stream without turns (537 MB per cell for a 32k-token
+  // Llama-3-8B layer), and a sweep holds every cell of a layer at once (issue 11).
+  std::vector<std::pair<int64_t, int64_t>> patched_;
+  int64_t patched_rows_ = 0;        // positions in the patched prompt
+  int64_t q_heads_per_stream_ = 0;  // query heads whose patched queries EpiCache would hold
 };
 
 }  // namespace
