@@ -39,6 +39,18 @@ bool RunsEtaSweep(const ExperimentOptions& options) {
 
 // The per-type error sweep of one unit: for every prediction policy, perfect bits, then each
 // eta0 rate, eta1 rate and adversarial budget, `seeds` replays each.
+// Faults of policy `name` given prediction `bits`, offloading, with its own `seed`.
+int64_t FaultsWithBits(const DenseRequests& dense,
+                       const std::string& name,
+                       int64_t cache_size,
+                       uint64_t seed,
+                       std::span<const uint8_t> bits) {
+  auto policy = MakePagingPolicy(name);
+  return Replay(dense, *policy,
+                {.cache_size = cache_size, .mode = Mode::kOffload, .seed = seed, .bits = bits})
+      .faults;
+}
+
 void RunEtaSweep(const RequestSequence& seq,
                  const DenseRequests& dense,
                  size_t stream_index,
@@ -76,16 +88,10 @@ void RunEtaSweep(const RequestSequence& seq,
             : m == "eta0"      ? CorruptBitsByType(truth, model.rate, 0.0, seed, stream_index)
             : m == "eta1"      ? CorruptBitsByType(truth, 0.0, model.rate, seed, stream_index)
                                : NoisyBits{truth, 0, 0};
-        auto policy = MakePagingPolicy(name);
         // Randomized policies draw from a seed of their own per corruption seed, so the rows of
         // one model average over the policy's randomness too.
         const uint64_t policy_seed = DeriveSeed(DeriveSeed(seed, stream_index), 1);
-        const int64_t faults = Replay(dense, *policy,
-                                      {.cache_size = cache_size,
-                                       .mode = Mode::kOffload,
-                                       .seed = policy_seed,
-                                       .bits = noisy.bits})
-                                   .faults;
+        const int64_t faults = FaultsWithBits(dense, name, cache_size, policy_seed, noisy.bits);
         out.eta.push_back({.stream = seq.stream,
                            .semantics = options.semantics,
                            .policy = name,
@@ -172,13 +178,7 @@ UnitRows RunUnit(const RequestSequence& seq,
       for (int64_t r = 0; r < options.seeds; ++r) {
         const uint64_t seed = options.seed + static_cast<uint64_t>(r);
         const NoisyBits noisy = CorruptBits(truth, rate, seed, stream_index);
-        auto policy = MakePagingPolicy(name);
-        const int64_t faults = Replay(dense, *policy,
-                                      {.cache_size = cache_size,
-                                       .mode = Mode::kOffload,
-                                       .seed = policy_seed,
-                                       .bits = noisy.bits})
-                                   .faults;
+        const int64_t faults = FaultsWithBits(dense, name, cache_size, policy_seed, noisy.bits);
         out.predictions.push_back({.stream = seq.stream,
                                    .semantics = options.semantics,
                                    .policy = name,
