@@ -235,7 +235,7 @@ void RegisterPagingCommand(CLI::App& app) {
   for (const auto& info : paging::PagingPolicies()) policy_names.push_back(info.name);
   cmd->add_option("--policies", args->policies,
                   fmt::format("paging policies (default: all): {} (any case; libCacheSim's "
-                              "belady, s3-fifo, 2q accepted)",
+                              "belady, s3-fifo, 2q, tinylfu accepted)",
                               fmt::join(policy_names, ", ")))
       ->delimiter(',');
   cmd->add_option("--semantics", args->semantics,

@@ -100,9 +100,9 @@ inline void RunSideBySide(const paging::RequestSequence& seq, const SideBySideOp
   fmt::print("{:<8} {:>10} {:>7} {:>8} | {:>9} {:>7} {:>7} {:>7} | {:>5} {:>7}\n", "policy",
              "kvsim", "miss", "M req/s", "cachesim", "miss", "wall", "loop", "equal", "speedup");
   const std::pair<const char*, const char*> kShared[] = {
-      {"lru", "lru"},     {"fifo", "fifo"},     {"lfu", "lfu"}, {"clock", "clock"},
-      {"sieve", "sieve"}, {"s3fifo", "s3fifo"}, {"arc", "arc"}, {"twoq", "twoq"},
-      {"opt", "belady"},  {"lecar", "lecar"}};
+      {"lru", "lru"},     {"fifo", "fifo"},     {"lfu", "lfu"},          {"clock", "clock"},
+      {"sieve", "sieve"}, {"s3fifo", "s3fifo"}, {"arc", "arc"},          {"twoq", "twoq"},
+      {"opt", "belady"},  {"lirs", "lirs"},     {"wtinylfu", "tinyLFU"}, {"lecar", "lecar"}};
   for (const auto& [ours, theirs] : kShared) {
     auto policy = MakePagingPolicy(ours);
     const auto start = Clock::now();

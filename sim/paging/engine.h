@@ -2,6 +2,7 @@
 // The paging engine: replays a DenseRequests sequence against one PagingPolicy and a cache of
 // `cache_size` pages. The engine owns residency, pinning, fault counting and the pure-eviction
 // rule; a policy only keeps its own order and names victims (the paging twin of KvCache).
+// Self-managed policies (ManagesResidency(), below) decide hits and evictions themselves.
 //
 // Semantics (sim/paging/README.md):
 //  - Requests are replayed in order; the pages of one step are pinned from their request until
@@ -66,6 +67,15 @@ class PagingPolicy {
   // from the policy's own structures and return it. At least one such page exists. (Choosing and
   // forgetting in one call saves a second lookup in the hot path; the engine checks the choice.)
   virtual uint32_t Evict(int64_t index, const PinView& pins) = 0;
+
+  // Self-managed policies (libCacheSim's LIRS and W-TinyLFU) evict on hits, several pages for one
+  // miss, or none, so they decide hits and evictions themselves: they return true here, and the
+  // engine calls Access() instead of OnHit/OnInsert/Evict (see Replay below).
+  virtual bool ManagesResidency() const { return false; }
+  // Request `index` for `page`: returns true on a hit. Appends to `dropped`, once each, every page
+  // that was resident before this request or admitted by it and is not resident after it: the
+  // requested page itself when the policy does not admit it.
+  virtual bool Access(int64_t index, uint32_t page, std::vector<uint32_t>& dropped);
 };
 
 struct ReplayOptions {
@@ -87,6 +97,14 @@ struct EvictionEvent {
   uint32_t page = 0;
 };
 
+// Self-managed policies (ManagesResidency()): the policy's hits are the hits and its drops the
+// evictions, with no capacity check (libCacheSim's LIRS can hold more than cache_size pages, see
+// sim/paging/README.md). Pins and bypass under step semantics: a page the policy drops that the
+// current step already requested stays resident until the step ends (then it leaves); a request
+// for a non-resident page once the step holds cache_size resident pages bypasses without reaching
+// the policy. In kEvict, requests for lost pages do not reach the policy either. With one request
+// per step (classic semantics) every request reaches the policy and drops take effect at once.
+//
 // Replays `requests` against `policy`. If `evictions` is given, every eviction and bypass (the
 // requested page itself) is appended to it. Throws InternalError if the policy names a page that
 // is not resident or is pinned.

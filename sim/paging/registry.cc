@@ -58,7 +58,7 @@ std::string CanonicalPagingPolicyName(std::string_view name) {
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   // libCacheSim's names for the same algorithms.
   static constexpr std::pair<std::string_view, std::string_view> kAliases[] = {
-      {"belady", "opt"}, {"s3-fifo", "s3fifo"}, {"2q", "twoq"}};
+      {"belady", "opt"}, {"s3-fifo", "s3fifo"}, {"2q", "twoq"}, {"tinylfu", "wtinylfu"}};
   for (const auto& [alias, registered] : kAliases) {
     if (lower == alias) lower = std::string(registered);
   }

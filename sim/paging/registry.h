@@ -23,8 +23,8 @@ const std::vector<PolicyInfo>& PagingPolicies();
 // Throws InputError listing the known names if `name` is unknown.
 const PolicyInfo& FindPagingPolicy(std::string_view name);
 // The registered name for `name` as a user may spell it: any case, and libCacheSim's names for
-// the same algorithms (`belady` = `opt`, `s3-fifo` = `s3fifo`, `2q` = `twoq`). Throws InputError,
-// listing the names, if none matches.
+// the same algorithms (`belady` = `opt`, `s3-fifo` = `s3fifo`, `2q` = `twoq`, `tinylfu` =
+// `wtinylfu`). Throws InputError, listing the names, if none matches.
 std::string CanonicalPagingPolicyName(std::string_view name);
 std::unique_ptr<PagingPolicy> MakePagingPolicy(std::string_view name);
 
