@@ -78,7 +78,12 @@ void Run(const PagingArgs& args) {
     options.policies.push_back(paging::CanonicalPagingPolicyName(name));
   }
   if (options.policies.empty()) {
-    for (const auto& info : paging::PagingPolicies()) options.policies.push_back(info.name);
+    // Self-managed policies (lirs, wtinylfu) run under classic semantics only.
+    for (const auto& info : paging::PagingPolicies()) {
+      if (!info.self_managed || options.semantics == paging::Semantics::kClassic) {
+        options.policies.push_back(info.name);
+      }
+    }
   }
   for (const std::string& name : options.policies) paging::FindPagingPolicy(name);
   options.error_rates = args.error_rates;
@@ -234,7 +239,8 @@ void RegisterPagingCommand(CLI::App& app) {
   std::vector<std::string> policy_names;
   for (const auto& info : paging::PagingPolicies()) policy_names.push_back(info.name);
   cmd->add_option("--policies", args->policies,
-                  fmt::format("paging policies (default: all): {} (any case; libCacheSim's "
+                  fmt::format("paging policies (default: all; lirs and wtinylfu with "
+                              "--semantics classic only): {} (any case; libCacheSim's "
                               "belady, s3-fifo, 2q, tinylfu accepted)",
                               fmt::join(policy_names, ", ")))
       ->delimiter(',');

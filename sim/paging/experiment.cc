@@ -210,7 +210,16 @@ ExperimentResult RunExperiment(std::span<const RequestSequence> streams,
   };
   dedupe(options.policies);
   dedupe(options.modes);
-  for (const std::string& name : options.policies) FindPagingPolicy(name);
+  for (const std::string& name : options.policies) {
+    if (FindPagingPolicy(name).self_managed && options.semantics == Semantics::kStep) {
+      ThrowInputError(
+          "paging policy '{}' runs only under --semantics classic: it reports its own evictions "
+          "(libCacheSim's bookkeeping), so with a step's pages pinned the cache could hold more "
+          "than cache_size pages and its counts would not compare with the others' "
+          "(sim/paging/README.md)",
+          name);
+    }
+  }
   if (!options.stream_cache_sizes.empty() && options.stream_cache_sizes.size() != streams.size()) {
     throw InternalError("RunExperiment: stream_cache_sizes needs one list per stream");
   }

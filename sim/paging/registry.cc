@@ -37,7 +37,10 @@ const std::vector<Entry>& Entries() {
 const std::vector<PolicyInfo>& PagingPolicies() {
   static const std::vector<PolicyInfo> infos = [] {
     std::vector<PolicyInfo> out;
-    for (const Entry& e : Entries()) out.push_back(e.info);
+    for (const Entry& e : Entries()) {
+      out.push_back(e.info);
+      out.back().self_managed = e.factory()->ManagesResidency();
+    }
     return out;
   }();
   return infos;

@@ -16,6 +16,8 @@ enum class Predictions { kNone, kDiscard, kPhase };
 struct PolicyInfo {
   std::string name;
   Predictions predictions = Predictions::kNone;
+  // PagingPolicy::ManagesResidency(): classic semantics only in experiments (RunExperiment).
+  bool self_managed = false;
 };
 
 // Every registered policy, in all.def order.

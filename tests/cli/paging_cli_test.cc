@@ -120,8 +120,8 @@ TEST(PagingCli, WritesTheDocumentedColumnsForEveryPolicyModeAndSize) {
   EXPECT_EQ(mrc[0],
             "stream,mode,policy,cache_size,requests,faults,miss_ratio,opt_faults,"
             "competitive_ratio,fetched_bytes,semantics,requests_per_second");
-  // 4 streams x 1 mode (default: offload only) x 18 policies x 3 sizes.
-  EXPECT_EQ(mrc.size(), 1u + 4 * 1 * 18 * 3);
+  // 4 streams x 1 mode (default: offload only) x 16 policies x 3 sizes.
+  EXPECT_EQ(mrc.size(), 1u + 4 * 1 * 16 * 3);
   // requests_per_second is filled for every replayed row.
   EXPECT_NE(mrc[1].back(), ',') << mrc[1];
   const auto pred = Lines(dir.File("paging_predictions.csv"));

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "policies/paging/xxh64.h"
 #include "sim/paging/experiment.h"
 #include "sim/paging/registry.h"
@@ -548,6 +549,35 @@ TEST(SelfManagedPolicies, StepSemanticsBypassOnceTheStepHoldsTheCache) {
     auto evict = MakePagingPolicy(name);
     const ReplayResult e = Replay(Densify(seq), *evict, Options(2, Mode::kEvict));
     EXPECT_EQ(e.faults, 20) << name;  // first requests are free unless bypassed
+  }
+}
+
+TEST(SelfManagedPolicies, ExperimentsRunThemUnderClassicSemanticsOnly) {
+  // In an experiment, step-semantics counts of a self-managed policy would not be capacity-exact
+  // (held pinned drops, LIRS's extra blocks), so RunExperiment refuses them there.
+  const std::vector<RequestSequence> streams{testing::RandomSequence(4, 200, 30, 3)};
+  ExperimentOptions options;
+  options.cache_sizes = {4, 120};
+  options.policies = {"lru", "lirs", "wtinylfu"};
+  options.semantics = Semantics::kClassic;
+  const ExperimentResult classic = RunExperiment(streams, options);
+  ASSERT_EQ(classic.mrc.size(), 6u);
+  const DenseRequests dense = OneRequestPerStep(Densify(streams[0]));
+  for (const MrcRow& row : classic.mrc) {
+    auto policy = MakePagingPolicy(row.policy);
+    EXPECT_EQ(row.faults, Replay(dense, *policy, Options(row.cache_size)).faults) << row.policy;
+  }
+  EXPECT_TRUE(FindPagingPolicy("lirs").self_managed);
+  EXPECT_TRUE(FindPagingPolicy("wtinylfu").self_managed);
+  EXPECT_FALSE(FindPagingPolicy("twoq").self_managed);
+  options.semantics = Semantics::kStep;
+  try {
+    RunExperiment(streams, options);
+    ADD_FAILURE() << "lirs accepted under step semantics";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("'lirs' runs only under --semantics classic"),
+              std::string::npos)
+        << e.what();
   }
 }
 
