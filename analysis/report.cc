@@ -139,18 +139,41 @@ std::string MetadataTable(const std::filesystem::path& path) {
   return html + "</table>\n";
 }
 
-std::string SummaryTable(const CsvTable& table, std::string_view metric, std::string_view title) {
+// One summary table of `metric` (layer = all rows). When the file has `worst_metric` (the worst
+// layer's mean, issue 13), every cell shows it beside the mean: "mean (worst layer)".
+std::string SummaryTable(const CsvTable& table,
+                         std::string_view metric,
+                         std::string_view worst_metric,
+                         std::string_view title) {
   const SweepSummary summary = SummarizeSweep(table, metric);
   if (summary.labels.empty()) return "";
-  std::string html =
-      fmt::format("<h3>{}</h3>\n<table class=\"summary\">\n<tr><th>policy \\ budget (tokens)</th>",
-                  Escape(title));
+  std::optional<SweepSummary> worst;
+  if (table.HasColumn(worst_metric)) worst = SummarizeSweep(table, worst_metric);
+  std::string html = fmt::format(
+      "<h3>{}{}</h3>\n<table class=\"summary\">\n<tr><th>policy \\ budget (tokens)</th>",
+      Escape(title), worst ? " &mdash; mean over layers (worst layer)" : "");
   for (double budget : summary.budget_tokens) html += fmt::format("<th>{}</th>", budget);
   html += "</tr>\n";
   for (std::size_t i = 0; i < summary.labels.size(); ++i) {
     html += fmt::format("<tr><th>{}</th>", Escape(summary.labels[i]));
-    for (const auto& value : summary.values[i]) {
-      html += value ? fmt::format("<td>{:.3f}</td>", *value) : "<td></td>";
+    for (std::size_t b = 0; b < summary.values[i].size(); ++b) {
+      const auto& value = summary.values[i][b];
+      if (!value) {
+        html += "<td></td>";
+        continue;
+      }
+      std::optional<double> w;
+      if (worst) {  // matched by label and budget (a NaN worst value may drop a point)
+        const auto li = std::find(worst->labels.begin(), worst->labels.end(), summary.labels[i]);
+        const auto bi = std::find(worst->budget_tokens.begin(), worst->budget_tokens.end(),
+                                  summary.budget_tokens[b]);
+        if (li != worst->labels.end() && bi != worst->budget_tokens.end()) {
+          w = worst->values[static_cast<std::size_t>(li - worst->labels.begin())]
+                           [static_cast<std::size_t>(bi - worst->budget_tokens.begin())];
+        }
+      }
+      html += w ? fmt::format("<td>{:.3f} ({:.3f})</td>", *value, *w)
+                : fmt::format("<td>{:.3f}</td>", *value);
     }
     html += "</tr>\n";
   }
@@ -293,10 +316,12 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
         "<p>From <code>{}</code>, rows with <code>layer = all</code>; several "
         "traces are averaged with equal weight.</p>\n",
         Escape(table.source()));
-    summaries += SummaryTable(table, "mass_recall_mean", "Attention-mass recall (mean)");
-    summaries += SummaryTable(table, "rel_l2_error_mean",
+    summaries += SummaryTable(table, "mass_recall_mean", "mass_recall_worst_layer_mean",
+                              "Attention-mass recall (mean)");
+    summaries += SummaryTable(table, "rel_l2_error_mean", "rel_l2_error_worst_layer_mean",
                               "Relative L2 error of the attention output (mean)");
-    summaries += SummaryTable(table, "top8_recall_mean", "Top-8 recall (mean)");
+    summaries += SummaryTable(table, "top8_recall_mean", "top8_recall_worst_layer_mean",
+                              "Top-8 recall (mean)");
     summaries += TieSensitiveCells(table);
   }
   if (!summaries.empty()) html += "<h2>Summary</h2>\n" + summaries;

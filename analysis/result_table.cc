@@ -19,6 +19,9 @@ const std::vector<std::string>& ResultTable::Header() {
           "mass_recall_worst_layer_mean", "worst_layer", "ranked_victims", "tie_share"}) {
       h.emplace_back(c);
     }
+    h.emplace_back("rel_l2_error_worst_layer_mean");
+    h.emplace_back("cosine_worst_layer_mean");
+    for (const int k : kTopK) h.push_back("top" + std::to_string(k) + "_recall_worst_layer_mean");
     return h;
   }();
   return header;
@@ -50,6 +53,9 @@ std::vector<std::string> ResultTable::Fields(const ResultRow& row) {
   f.push_back(row.worst_layer);
   f.push_back(N::Number(static_cast<double>(row.ranked_victims)));
   f.push_back(N::Number(row.tie_share()));
+  f.push_back(N::Number(row.rel_l2_error_worst_layer_mean));
+  f.push_back(N::Number(row.cosine_worst_layer_mean));
+  for (const double v : row.top_recall_worst_layer_mean) f.push_back(N::Number(v));
   return f;
 }
 

@@ -31,6 +31,12 @@ struct ResultRow {
   // budgets raise the layer mean while the worst layer drops). On a layer row: its own.
   double mass_recall_worst_layer_mean = 0.0;
   std::string worst_layer;
+  // The worst layer's mean of every other metric, each on its own (the worst layer of one metric
+  // need not be another's): the highest rel_l2_error_mean, the lowest cosine_mean and
+  // top-k recall means over layers. On a layer row: its own means.
+  double rel_l2_error_worst_layer_mean = 0.0;
+  double cosine_worst_layer_mean = 0.0;
+  std::array<double, kTopK.size()> top_recall_worst_layer_mean{};
   // Victims ranked by score, and the share of them a tie at the selection boundary decided
   // (sim::LayerReplayResult::tie_victims / ranked_victims; 0 when nothing was ranked).
   int64_t ranked_victims = 0;

@@ -145,6 +145,9 @@ ResultRow LayerRow(
   row.kv_bytes_peak = out.replay.ledger.PeakBytes(layer, sim::MemoryLedger::kKvCategories).bytes;
   row.mass_recall_worst_layer_mean = row.mass_recall.mean;
   row.worst_layer = row.layer;
+  row.rel_l2_error_worst_layer_mean = row.rel_l2_error.mean;
+  row.cosine_worst_layer_mean = row.cosine.mean;
+  row.top_recall_worst_layer_mean = row.top_recall_mean;
   row.ranked_victims = out.replay.ranked_victims;
   row.tie_victims = out.replay.tie_victims;
   return row;
@@ -394,6 +397,19 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
       if (l == 0 || row.mass_recall.mean < all.mass_recall_worst_layer_mean) {
         all.mass_recall_worst_layer_mean = row.mass_recall.mean;  // ties: the lowest layer
         all.worst_layer = row.layer;
+      }
+      if (l == 0) {
+        all.rel_l2_error_worst_layer_mean = row.rel_l2_error.mean;
+        all.cosine_worst_layer_mean = row.cosine.mean;
+        all.top_recall_worst_layer_mean = row.top_recall_mean;
+      } else {  // every layer has the same steps, so a NaN mean (no steps) is in every layer
+        all.rel_l2_error_worst_layer_mean =
+            std::max(all.rel_l2_error_worst_layer_mean, row.rel_l2_error.mean);
+        all.cosine_worst_layer_mean = std::min(all.cosine_worst_layer_mean, row.cosine.mean);
+        for (size_t k = 0; k < kTopK.size(); ++k) {
+          all.top_recall_worst_layer_mean[k] =
+              std::min(all.top_recall_worst_layer_mean[k], row.top_recall_mean[k]);
+        }
       }
     }
     all.budget_tokens = budget_sum / num_layers;

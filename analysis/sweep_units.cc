@@ -51,6 +51,8 @@ Summary DecodeSummary(const nlohmann::json& node, const std::string& what) {
 nlohmann::json EncodeRow(const ResultRow& row) {
   nlohmann::json top = nlohmann::json::array();
   for (const double v : row.top_recall_mean) top.push_back(EncodeDouble(v));
+  nlohmann::json top_worst = nlohmann::json::array();
+  for (const double v : row.top_recall_worst_layer_mean) top_worst.push_back(EncodeDouble(v));
   return {{"trace", row.trace},
           {"policy", row.policy},
           {"params", row.params},
@@ -70,7 +72,10 @@ nlohmann::json EncodeRow(const ResultRow& row) {
           {"mass_recall_worst_layer_mean", EncodeDouble(row.mass_recall_worst_layer_mean)},
           {"worst_layer", row.worst_layer},
           {"ranked_victims", row.ranked_victims},
-          {"tie_victims", row.tie_victims}};
+          {"tie_victims", row.tie_victims},
+          {"rel_l2_error_worst_layer_mean", EncodeDouble(row.rel_l2_error_worst_layer_mean)},
+          {"cosine_worst_layer_mean", EncodeDouble(row.cosine_worst_layer_mean)},
+          {"top_recall_worst_layer_mean", top_worst}};
 }
 
 ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
@@ -102,6 +107,16 @@ ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
   row.worst_layer = node.at("worst_layer").get<std::string>();
   row.ranked_victims = node.at("ranked_victims").get<int64_t>();
   row.tie_victims = node.at("tie_victims").get<int64_t>();
+  row.rel_l2_error_worst_layer_mean = DecodeDouble(node.at("rel_l2_error_worst_layer_mean"), what);
+  row.cosine_worst_layer_mean = DecodeDouble(node.at("cosine_worst_layer_mean"), what);
+  const nlohmann::json& top_worst = node.at("top_recall_worst_layer_mean");
+  if (!top_worst.is_array() || top_worst.size() != row.top_recall_worst_layer_mean.size()) {
+    ThrowInputError("{}: top_recall_worst_layer_mean has {} values, expected {}", what,
+                    top_worst.size(), row.top_recall_worst_layer_mean.size());
+  }
+  for (size_t k = 0; k < row.top_recall_worst_layer_mean.size(); ++k) {
+    row.top_recall_worst_layer_mean[k] = DecodeDouble(top_worst[k], what);
+  }
   return row;
 }
 

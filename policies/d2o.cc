@@ -32,6 +32,11 @@
 //    streams although each stream evicted a different token (card 9 (h)); k_c <- (k_c + sum_e
 //    u*_e k_e) / (1 + m), which shrinks norms.
 // The survivor's accumulated score is left unchanged by a merge (the card is silent).
+//
+// Equal memory (issue 13): D2O's shares are fractions of the prompt (ratio <= 1 of n + 1), so no
+// budget would keep the decode tokens and a budget curve could never reach the full cache. At
+// B >= T (the trace's length) every layer is left uncompressed instead: D2O then equals `full`,
+// as every other policy does at that budget (a kvsim choice; the paper never runs above ratio 1).
 #include <algorithm>
 #include <cmath>
 #include <iterator>
@@ -127,6 +132,7 @@ class D2oPolicy final : public EvictionPolicy {
  public:
   D2oPolicy(const PolicySetup& setup, D2oOptions options)
       : options_(options),
+        total_len_(setup.total_len),
         is_protected_(options.skip_layers &&
                       (setup.layer <= 1 || setup.layer == setup.num_layers() - 1)),
         scores_(static_cast<size_t>(setup.num_streams()),
@@ -154,6 +160,7 @@ class D2oPolicy final : public EvictionPolicy {
   }
 
   int64_t LayerBudget(const BudgetPlanView& plan) override {
+    if (plan.uniform_budget_tokens >= total_len_) return kUnlimitedTokens;  // the full cache
     std::vector<double> density;
     std::vector<bool> is_protected;
     for (int l = 0; l < plan.num_layers; ++l) {
@@ -361,6 +368,7 @@ class D2oPolicy final : public EvictionPolicy {
   }
 
   D2oOptions options_;
+  int64_t total_len_;  // T: a budget of T or more keeps the full cache
   bool is_protected_;
   std::vector<std::vector<float>> scores_;  // [stream][position], accumulated attention
   double tau_ = 0.0;                        // EMA merge threshold of this layer

@@ -28,6 +28,11 @@
 //    accumulated attention (H2O's prefill score, group mean), the only importance signal before
 //    the first decode step.
 //  - Regime::kPrefill never evicts during decode (the engine issues no decode evict phase).
+//  - Equal memory (issue 13), parameter `window_in_budget` (default false: the official C = B,
+//    peak B + W): true counts the window inside the budget B, so that LazyEviction holds no more
+//    than B after any evict phase, like every other policy: rounds every W' = min(W, B) steps
+//    compress to C = B - W' + 1, which grows back to exactly B before the next round. With
+//    B < W the rounds come every B steps and compress to one token.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -53,8 +58,9 @@ float RoundToFloat16(float x) {
 
 class LazyEvictionPolicy final : public EvictionPolicy {
  public:
-  LazyEvictionPolicy(const PolicySetup& setup, int64_t window, double alpha)
+  LazyEvictionPolicy(const PolicySetup& setup, int64_t window, double alpha, bool window_in_budget)
       : window_(window),
+        window_in_budget_(window_in_budget),
         alpha_half_(RoundToFloat16(static_cast<float>(alpha))),
         prompt_len_(setup.prompt_len),
         last_(static_cast<size_t>(setup.num_streams()),
@@ -62,7 +68,7 @@ class LazyEvictionPolicy final : public EvictionPolicy {
         mri_(last_) {}
 
   std::string_view Name() const override { return "lazy-eviction"; }
-  int64_t BudgetSlackTokens() const override { return window_ - 1; }
+  int64_t BudgetSlackTokens() const override { return window_in_budget_ ? 0 : window_ - 1; }
 
   void OnPrefill(const PrefillView& prefill) override {
     resident_ = 0;
@@ -89,16 +95,17 @@ class LazyEvictionPolicy final : public EvictionPolicy {
   void SelectVictims(const EvictionRequest& request,
                      std::span<sim::EvictionDecision> decisions) override {
     const int32_t t = request.after_prefill ? 0 : StepCounter(request.step);
-    // After prefill the cache goes down to C too, so that it can grow by W - 1 before the first
-    // round at t = W without exceeding C + W - 1.
-    const bool round = request.after_prefill || t % window_ == 0;
     for (const StreamView& stream : request.streams) {
       const auto s = static_cast<size_t>(stream.stream);
-      const int64_t budget = request.budget_tokens[s];
+      const Rounds rounds = RoundsFor(request.budget_tokens[s]);
+      // After prefill the cache goes down to C too, so that it can grow by W - 1 before the
+      // first round at t = W without exceeding C + W - 1.
+      const bool round = request.after_prefill || t % rounds.window == 0;
       const int64_t size = stream.cache->size();
-      const int64_t count = round ? std::max<int64_t>(0, size - budget) : request.min_victims[s];
+      const int64_t count =
+          round ? std::max<int64_t>(0, size - rounds.target) : request.min_victims[s];
       if (count == 0) continue;
-      const int64_t protected_tokens = std::min<int64_t>(window_, budget);
+      const int64_t protected_tokens = std::min<int64_t>(rounds.window, rounds.target);
       const std::vector<int64_t> positions = stream.cache->SortedPositions();
       const int64_t candidates_end = size - protected_tokens;
       const Eigen::VectorXf prompt_score =
@@ -126,6 +133,17 @@ class LazyEvictionPolicy final : public EvictionPolicy {
   }
 
  private:
+  // The round cadence W and the compress target C for a stream budget B.
+  struct Rounds {
+    int64_t window;
+    int64_t target;
+  };
+  Rounds RoundsFor(int64_t budget) const {
+    if (!window_in_budget_) return {window_, budget};
+    const int64_t window = std::min(window_, budget);
+    return {window, budget - window + 1};
+  }
+
   int32_t StepCounter(int64_t step) const { return static_cast<int32_t>(step - prompt_len_ + 1); }
 
   // Group mean of the prompt's column sums (H2O's prefill score).
@@ -147,6 +165,7 @@ class LazyEvictionPolicy final : public EvictionPolicy {
   }
 
   int64_t window_;
+  bool window_in_budget_;
   float alpha_half_;
   int64_t prompt_len_;
   std::vector<std::vector<int32_t>> last_;  // [stream][position]: last attended step
@@ -162,8 +181,9 @@ std::unique_ptr<EvictionPolicy> MakeLazyEviction(const PolicyParams& params,
   // method window_lazy) and alpha = 1e-4 (argparse default), card 10 (f).
   const int64_t window = params.GetInt("window", 128, 1, 1 << 20);
   const double alpha = params.GetDouble("alpha", 1e-4, 0.0, 1.0);
+  const bool window_in_budget = params.GetBool("window_in_budget", false);
   params.Validate();
-  return std::make_unique<LazyEvictionPolicy>(setup, window, alpha);
+  return std::make_unique<LazyEvictionPolicy>(setup, window, alpha, window_in_budget);
 }
 
 }  // namespace kvsim::policies

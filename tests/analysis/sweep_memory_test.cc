@@ -52,6 +52,9 @@ void ExpectSameRow(const ResultRow& got, const ResultRow& want, const std::strin
   EXPECT_EQ(got.kv_bytes_peak, want.kv_bytes_peak) << what;
   EXPECT_EQ(got.mass_recall_worst_layer_mean, want.mass_recall_worst_layer_mean) << what;
   EXPECT_EQ(got.worst_layer, want.worst_layer) << what;
+  EXPECT_EQ(got.rel_l2_error_worst_layer_mean, want.rel_l2_error_worst_layer_mean) << what;
+  EXPECT_EQ(got.cosine_worst_layer_mean, want.cosine_worst_layer_mean) << what;
+  EXPECT_EQ(got.top_recall_worst_layer_mean, want.top_recall_worst_layer_mean) << what;
   EXPECT_EQ(got.ranked_victims, want.ranked_victims) << what;
   EXPECT_EQ(got.tie_victims, want.tie_victims) << what;
 }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -87,13 +88,25 @@ TEST(Sweep, AllRowCarriesTheWorstLayersRecall) {
     const size_t first = cell * static_cast<size_t>(layers + 1);
     double worst = 2.0;
     std::string worst_layer;
+    // Each other metric's worst layer, found by hand: highest error, lowest cosine and recall.
+    double worst_error = -1.0;
+    double worst_cosine = 2.0;
+    std::array<double, kTopK.size()> worst_top = {2.0, 2.0, 2.0};
     for (int l = 0; l < layers; ++l) {
       const ResultRow& row = rows[first + static_cast<size_t>(l)];
       EXPECT_EQ(row.mass_recall_worst_layer_mean, row.mass_recall.mean);
       EXPECT_EQ(row.worst_layer, row.layer);
+      EXPECT_EQ(row.rel_l2_error_worst_layer_mean, row.rel_l2_error.mean);
+      EXPECT_EQ(row.cosine_worst_layer_mean, row.cosine.mean);
+      EXPECT_EQ(row.top_recall_worst_layer_mean, row.top_recall_mean);
       if (row.mass_recall.mean < worst) {
         worst = row.mass_recall.mean;
         worst_layer = row.layer;
+      }
+      if (row.rel_l2_error.mean > worst_error) worst_error = row.rel_l2_error.mean;
+      if (row.cosine.mean < worst_cosine) worst_cosine = row.cosine.mean;
+      for (size_t k = 0; k < kTopK.size(); ++k) {
+        if (row.top_recall_mean[k] < worst_top[k]) worst_top[k] = row.top_recall_mean[k];
       }
     }
     const ResultRow& all = rows[first + static_cast<size_t>(layers)];
@@ -101,6 +114,11 @@ TEST(Sweep, AllRowCarriesTheWorstLayersRecall) {
     EXPECT_EQ(all.mass_recall_worst_layer_mean, worst) << all.policy << " " << all.budget;
     EXPECT_EQ(all.worst_layer, worst_layer) << all.policy << " " << all.budget;
     EXPECT_LE(all.mass_recall_worst_layer_mean, all.mass_recall.mean + 1e-12);
+    EXPECT_EQ(all.rel_l2_error_worst_layer_mean, worst_error);
+    EXPECT_EQ(all.cosine_worst_layer_mean, worst_cosine);
+    EXPECT_EQ(all.top_recall_worst_layer_mean, worst_top);
+    EXPECT_GE(all.rel_l2_error_worst_layer_mean, all.rel_l2_error.mean - 1e-12);
+    EXPECT_LE(all.cosine_worst_layer_mean, all.cosine.mean + 1e-12);
   }
 }
 

@@ -102,6 +102,23 @@ TEST(D2o, EvictsLowAccumulatedScoresAndMergesIntoMostSimilarSurvivor) {
 // Pitfall: the first 4 positions and the last R are never evicted; layers 0, 1 and L-1 are not
 // compressed at all (unlimited budgets, no rewrites); the cache stays within budget + 1 at every
 // attention; runs are deterministic.
+// Equal memory: at B >= T every layer keeps the full cache (the prompt-fraction shares cap at
+// n + 1 tokens, which would lose decode tokens at any budget); at B = T - 1 layers compress.
+TEST(D2o, ReachesTheFullCacheAtBudgetsOfTheTraceLength) {
+  const int layers = 5;
+  const traces::Trace trace = sim::RandomTrace(seed_testing::Shape(layers, 4, 2, 8), 40, 72, 21);
+  const auto at_t = ReplayAll(trace, "d2o", {{"skip_layers", "false"}}, 72);
+  for (int l = 0; l < layers; ++l) {
+    EXPECT_EQ(at_t.layer_budgets[static_cast<size_t>(l)], kUnlimitedTokens) << l;
+    const auto& last = at_t.snapshots[static_cast<size_t>(l)].back();
+    for (const auto& snap : last) EXPECT_EQ(snap.positions.size(), 72u) << l;
+  }
+  const auto below = ReplayAll(trace, "d2o", {{"skip_layers", "false"}}, 71);
+  int compressed = 0;
+  for (const int64_t b : below.layer_budgets) compressed += b != kUnlimitedTokens ? 1 : 0;
+  EXPECT_EQ(compressed, layers);
+}
+
 TEST(D2o, NeverEvictsSinksOrRecentAndSkipsProtectedLayers) {
   const int layers = 5;
   const traces::Trace trace = sim::RandomTrace(seed_testing::Shape(layers, 4, 2, 8), 40, 72, 21);

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "policies/registry.h"
@@ -177,6 +179,41 @@ TEST(LazyEviction, EvictsOnlyEveryWStepsAndPeaksAtBudgetPlusWindow) {
   const sim::MemoryPeak peak =
       result.ledger.PeakBytes(0, sim::MemoryLedger::Bit(sim::MemoryCategory::kKvFull));
   EXPECT_EQ(peak.bytes, (kBudget + kWindow) * shape.kv_heads * shape.KvBytesPerTokenPerHead());
+}
+
+// window_in_budget=true (equal memory): rounds every W' = min(W, B) steps compress to
+// C = B - W' + 1, so the cache is back to exactly B before each round and attends over at most
+// B + 1 tokens (as every other policy with budget B); the ledger's peak is B + 1 per stream.
+TEST(LazyEviction, WindowInBudgetHoldsTheCacheToTheBudget) {
+  const models::ModelShape shape = {
+      .name = "tiny", .layers = 1, .q_heads = 4, .kv_heads = 2, .head_dim = 8};
+  constexpr int64_t kPrompt = 20, kTotal = 56;
+  const traces::Trace trace = sim::RandomTrace(shape, kPrompt, kTotal, 3);
+  sim::PrefillAttention prefill(trace.layer(0), kPrompt);
+  PolicySetup setup;
+  setup.shape = shape;
+  setup.prompt_len = kPrompt;
+  setup.total_len = kTotal;
+  // (B, W) -> (W', C): (8, 4) -> (4, 5); (3, 4) -> (3, 1).
+  for (const auto& [budget, window, cadence, target] :
+       std::vector<std::array<int64_t, 4>>{{8, 4, 4, 5}, {3, 4, 3, 1}}) {
+    auto policy = MakePolicy(
+        "lazy-eviction", Params({{"window", std::to_string(window)}, {"window_in_budget", "true"}}),
+        setup);
+    EXPECT_EQ(policy->BudgetSlackTokens(), 0);
+    sim::LayerReplayInput input;
+    input.trace = &trace;
+    input.budget_tokens = budget;
+    input.prefill = &prefill;
+    SizeObserver observer;
+    const sim::LayerReplayResult result = sim::ReplayLayer(input, *policy, &observer);
+    ASSERT_EQ(observer.sizes.size(), static_cast<size_t>(kTotal - kPrompt));
+    for (size_t i = 0; i < observer.sizes.size(); ++i) {
+      const auto t = static_cast<int64_t>(i) + 1;
+      EXPECT_EQ(observer.sizes[i], target + (t - 1) % cadence + 1) << "B " << budget << " t " << t;
+    }
+    EXPECT_EQ(result.resident_tokens_peak, budget + 1) << budget;
+  }
 }
 
 TEST(LazyEviction, RejectsBadParameters) {
