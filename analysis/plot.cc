@@ -71,10 +71,7 @@ struct FigureSpec {
   std::set<std::string> colour_order;
 };
 
-// Okabe & Ito's colour-blind-safe palette, then Tol's "muted" for more than seven policies.
-constexpr std::array<std::string_view, 10> kPalette = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
-                                                       "#E69F00", "#56B4E9", "#882255", "#44AA99",
-                                                       "#999933", "#AA4499"};
+constexpr auto& kPalette = kPlotPalette;
 constexpr std::array<int, 6> kPointTypes = {7, 5, 9, 11, 13, 15};  // filled shapes
 
 std::string Num(double value) { return fmt::format("{}", value); }

@@ -4,11 +4,18 @@
 // pngcairo and svg terminals are byte-for-byte deterministic for the same input (checked in
 // plot_test.cc), and the data it reads is a plain text file we keep beside the image, so a
 // reader (and the tests) can check every plotted number against the CSV.
+#include <array>
 #include <filesystem>
 #include <string>
 #include <string_view>
 
 namespace kvsim::analysis {
+
+// Line colours of every figure: Okabe & Ito's colour-blind-safe palette, then Tol's "muted" for
+// more than seven series.
+inline constexpr std::array<std::string_view, 10> kPlotPalette = {
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00",
+    "#56B4E9", "#882255", "#44AA99", "#999933", "#AA4499"};
 
 // One figure. The script is a gnuplot body without terminal/output settings: it refers to the
 // data file as `DATA` (a gnuplot string variable) and must contain exactly one `plot` (or one

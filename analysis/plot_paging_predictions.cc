@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 
@@ -16,8 +17,8 @@
 namespace kvsim::analysis {
 namespace {
 
-constexpr std::array<std::string_view, 7> kPalette = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
-                                                      "#E69F00", "#56B4E9", "#882255"};
+// The first seven colours: one per series before they repeat.
+constexpr std::span<const std::string_view> kPalette(kPlotPalette.data(), 7);
 
 std::string Num(double v) { return CsvWriter::Number(v); }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 
@@ -15,8 +16,8 @@ namespace kvsim::analysis {
 namespace {
 
 constexpr size_t kMaxPoolFigures = 16;
-constexpr std::array<std::string_view, 7> kPalette = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
-                                                      "#E69F00", "#56B4E9", "#882255"};
+// The first seven colours: one per series before they repeat.
+constexpr std::span<const std::string_view> kPalette(kPlotPalette.data(), 7);
 
 std::string Num(double v) { return CsvWriter::Number(v); }
 

@@ -14,13 +14,13 @@
 
 #include "analysis/csv.h"
 #include "analysis/metrics.h"
+#include "analysis/open_loop_proxies.h"
 #include "apps/command.h"
 #include "common/error.h"
 #include "models/model_loader.h"
 #include "policies/laq.h"
 #include "policies/policy_params.h"
 #include "sim/closed_loop.h"
-#include "sim/prefill_attention.h"
 #include "sim/replay.h"
 
 namespace kvsim::apps {
@@ -39,87 +39,6 @@ struct ClosedLoopArgs {
   uint64_t seed = 0;
   std::string csv;
 };
-
-// Open-loop metrics of every decode step, averaged over layers and query heads.
-struct OpenLoopSteps {
-  std::vector<double> mass_recall;
-  std::vector<double> rel_l2_error;
-  std::vector<double> cosine;
-  analysis::MetricSamples all;  // every (layer, step, query head) sample, for the summary
-};
-
-// Replays the full-cache run's trace with fresh instances of the policy (open loop).
-OpenLoopSteps ReplayOpenLoop(const models::LlamaModel& model,
-                             const sim::ClosedLoopResult& run,
-                             const sim::ClosedLoopOptions& options,
-                             const sim::LayerPolicyFactory& make_policy) {
-  const traces::Trace& trace = run.full_trace;
-  const int layers = trace.num_layers();
-  const int64_t n = trace.meta().prompt_len;
-  const int64_t steps = trace.meta().decode_len();
-  const int q_heads = trace.shape().q_heads;
-  std::vector<std::unique_ptr<policies::EvictionPolicy>> owned;
-  std::vector<policies::EvictionPolicy*> raw;
-  std::vector<std::unique_ptr<sim::PrefillAttention>> prefill_owned;
-  std::vector<const sim::PrefillAttention*> prefill;
-  sim::ModelContext context{.model = &model,
-                            .prompt_state = &run.prompt_state,
-                            .prompt_queries = {},
-                            .prompt_len = n,
-                            .first_token = run.full_tokens[static_cast<size_t>(n)],
-                            .budget_tokens = options.budget_tokens,
-                            .eos_token = options.eos_token};
-  for (int l = 0; l < layers; ++l) context.prompt_queries.push_back(&trace.layer(l).queries);
-  for (int l = 0; l < layers; ++l) {
-    const policies::PolicySetup setup{.shape = trace.shape(),
-                                      .layer = l,
-                                      .options = options.replay,
-                                      .prompt_len = n,
-                                      .total_len = trace.meta().total_len,
-                                      .seed = sim::LayerSeed(options.replay.seed, l)};
-    owned.push_back(make_policy(setup));
-    raw.push_back(owned.back().get());
-    if (auto* in_loop = dynamic_cast<sim::ModelInLoopPolicy*>(raw.back())) {
-      in_loop->AttachModel(context);
-    }
-    prefill_owned.push_back(std::make_unique<sim::PrefillAttention>(trace.layer(l), n));
-    prefill.push_back(prefill_owned.back().get());
-  }
-  const std::vector<int64_t> budgets =
-      sim::PlanLayerBudgets(trace, raw, prefill, options.budget_tokens);
-  OpenLoopSteps out;
-  out.mass_recall.assign(static_cast<size_t>(steps), 0.0);
-  out.rel_l2_error.assign(static_cast<size_t>(steps), 0.0);
-  out.cosine.assign(static_cast<size_t>(steps), 0.0);
-  for (int l = 0; l < layers; ++l) {
-    const analysis::FullCacheAttention full(trace, l);
-    analysis::LayerMetrics metrics(full);
-    const sim::LayerReplayInput input{.trace = &trace,
-                                      .layer = l,
-                                      .options = options.replay,
-                                      .budget_tokens = budgets[static_cast<size_t>(l)],
-                                      .prefill = prefill[static_cast<size_t>(l)],
-                                      .future = &full};
-    sim::ReplayLayer(input, *raw[static_cast<size_t>(l)], &metrics);
-    const analysis::MetricSamples& s = metrics.samples();
-    for (int64_t k = 0; k < steps; ++k) {
-      for (int h = 0; h < q_heads; ++h) {
-        const auto i = static_cast<size_t>(k * q_heads + h);
-        out.mass_recall[static_cast<size_t>(k)] += s.mass_recall[i];
-        out.rel_l2_error[static_cast<size_t>(k)] += s.rel_l2_error[i];
-        out.cosine[static_cast<size_t>(k)] += s.cosine[i];
-      }
-    }
-    out.all.Append(s);
-  }
-  const double per_step = static_cast<double>(layers * q_heads);
-  for (int64_t k = 0; k < steps; ++k) {
-    out.mass_recall[static_cast<size_t>(k)] /= per_step;
-    out.rel_l2_error[static_cast<size_t>(k)] /= per_step;
-    out.cosine[static_cast<size_t>(k)] /= per_step;
-  }
-  return out;
-}
 
 void RunClosedLoopCommand(const ClosedLoopArgs& args) {
   const std::string path = args.model.empty() ? models::BundledModelPath() : args.model;
@@ -140,21 +59,25 @@ void RunClosedLoopCommand(const ClosedLoopArgs& args) {
   if (loaded.tokenizer) options.eos_token = loaded.tokenizer->eos_id();
 
   const sim::ClosedLoopResult run = sim::RunClosedLoop(loaded.model, prompt, options, make_policy);
-  const OpenLoopSteps open = ReplayOpenLoop(loaded.model, run, options, make_policy);
+  const analysis::OpenLoopProxies open =
+      analysis::ReplayOpenLoop(loaded.model, run, options, make_policy);
 
   if (!args.csv.empty()) {
     analysis::CsvWriter csv(args.csv, {"step", "full_token", "free_token", "teacher_token", "agree",
                                        "nll_full", "nll_evicted", "kl", "resident_tokens_mean",
+                                       "mass_recall", "top1_recall", "top8_recall", "top32_recall",
                                        "open_mass_recall", "open_rel_l2_error", "open_cosine"});
     using analysis::CsvWriter;
     for (size_t k = 0; k < run.steps.size(); ++k) {
       const sim::ClosedLoopStep& r = run.steps[k];
-      csv.AddRow({std::to_string(r.step), std::to_string(r.full_next), std::to_string(r.free_next),
-                  std::to_string(r.teacher_next), r.free_next == r.full_next ? "1" : "0",
-                  CsvWriter::Number(r.nll_full), CsvWriter::Number(r.nll_evicted),
-                  CsvWriter::Number(r.kl), CsvWriter::Number(r.resident_mean),
-                  CsvWriter::Number(open.mass_recall[k]), CsvWriter::Number(open.rel_l2_error[k]),
-                  CsvWriter::Number(open.cosine[k])});
+      csv.AddRow(
+          {std::to_string(r.step), std::to_string(r.full_next), std::to_string(r.free_next),
+           std::to_string(r.teacher_next), r.free_next == r.full_next ? "1" : "0",
+           CsvWriter::Number(r.nll_full), CsvWriter::Number(r.nll_evicted), CsvWriter::Number(r.kl),
+           CsvWriter::Number(r.resident_mean), CsvWriter::Number(r.mass_recall),
+           CsvWriter::Number(r.top_recall[0]), CsvWriter::Number(r.top_recall[1]),
+           CsvWriter::Number(r.top_recall[2]), CsvWriter::Number(open.step_mass_recall[k]),
+           CsvWriter::Number(open.step_rel_l2_error[k]), CsvWriter::Number(open.step_cosine[k])});
     }
     csv.Commit();
   }
@@ -173,9 +96,17 @@ void RunClosedLoopCommand(const ClosedLoopArgs& args) {
   line("perplexity_full", run.perplexity_full);
   line("perplexity_evicted", run.perplexity_evicted);
   line("kl_mean (nats)", run.kl_mean);
+  line("mass_recall_mean (in the loop)", run.mass_recall_mean);
+  for (size_t i = 0; i < sim::kClosedLoopTopK.size(); ++i) {
+    line(fmt::format("top{}_recall_mean (in the loop)", sim::kClosedLoopTopK[i]),
+         run.top_recall_mean[i]);
+  }
   line("open_mass_recall_mean", analysis::Mean(open.all.mass_recall));
   line("open_rel_l2_error_mean", analysis::Mean(open.all.rel_l2_error));
   line("open_cosine_mean", analysis::Mean(open.all.cosine));
+  for (size_t i = 0; i < analysis::kTopK.size(); ++i) {
+    line(fmt::format("open_top{}_recall_mean", analysis::kTopK[i]), open.all.TopRecallMean(i));
+  }
   if (loaded.tokenizer) {
     fmt::print("full:    {}\n", loaded.tokenizer->Decode(run.full_tokens));
     fmt::print("evicted: {}\n", loaded.tokenizer->Decode(run.free_tokens));

@@ -11,6 +11,7 @@
 #include "analysis/plot.h"
 #include "analysis/plot_paging_predictions.h"
 #include "analysis/plot_serving.h"
+#include "analysis/plot_validity.h"
 #include "apps/command.h"
 #include "common/error.h"
 
@@ -27,7 +28,7 @@ void RegisterPlotCommand(CLI::App& app) {
       "plot",
       "Draw PNG and SVG figures (with gnuplot) from result CSVs: sweep.csv, memory.csv, "
       "recurrence.csv, paging_mrc.csv, paging_predictions.csv, paging_eta.csv, serve_pool.csv, "
-      "serve_summary.csv");
+      "serve_summary.csv, validate_spearman.csv");
   cmd->add_option("results", args->inputs, "result CSV files (kind detected from the header)")
       ->required();
   cmd->add_option("-o,--out", args->out_dir,
@@ -42,12 +43,18 @@ void RegisterPlotCommand(CLI::App& app) {
     std::vector<std::pair<analysis::CsvTable, analysis::ResultKind>> inputs;
     std::vector<std::pair<analysis::CsvTable, analysis::ServingResultKind>> serving;
     std::vector<analysis::CsvTable> paging_eta;
+    std::vector<analysis::CsvTable> validity;
     for (const std::string& input : args->inputs) {
       analysis::CsvTable table = analysis::CsvTable::Read(input);
       if (!forced) {
         if (analysis::IsPagingEtaTable(table)) {
           analysis::ValidatePagingEta(table);
           paging_eta.push_back(std::move(table));
+          continue;
+        }
+        if (analysis::IsValidityTable(table)) {
+          analysis::ValidateValidity(table);
+          validity.push_back(std::move(table));
           continue;
         }
         if (const auto s = analysis::DetectServingResultKind(table)) {
@@ -72,6 +79,11 @@ void RegisterPlotCommand(CLI::App& app) {
     }
     for (const analysis::CsvTable& table : paging_eta) {
       for (const auto& figure : analysis::PlotPagingEta(table, out_dir)) {
+        fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
+      }
+    }
+    for (const analysis::CsvTable& table : validity) {
+      for (const auto& figure : analysis::PlotValidity(table, out_dir)) {
         fmt::print("{}\n{}\n{}\n", figure.png.string(), figure.svg.string(), figure.data.string());
       }
     }

@@ -67,17 +67,33 @@ LoadedModel LoadModel(const std::string& path, const std::string& tokenizer_path
   return loaded;
 }
 
-std::string BundledModelPath() {
-  // The source tree's models/data, from the source directory CMake passes in (not __FILE__:
-  // ccache's base_dir makes that relative), so `kvsim capture` works from any directory.
-  const std::filesystem::path relative = "data/stories260K/stories260K.gguf";
+namespace {
+
+// The source tree's models/<relative>, from the source directory CMake passes in (not __FILE__:
+// ccache's base_dir makes that relative), so commands work from any directory; else under the
+// current directory. Empty if neither exists.
+std::optional<std::string> FindBundled(const std::filesystem::path& relative, std::string* tried) {
   const std::filesystem::path from_source =
       std::filesystem::path(KVSIM_MODELS_SOURCE_DIR) / relative;
   if (std::filesystem::exists(from_source)) return from_source.string();
   const std::filesystem::path from_cwd = std::filesystem::path("models") / relative;
   if (std::filesystem::exists(from_cwd)) return from_cwd.string();
-  ThrowInputError("bundled model not found at {} or {}; pass --model", from_source.string(),
-                  from_cwd.string());
+  *tried = from_source.string() + " or " + from_cwd.string();
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string BundledModelPath() {
+  std::string tried;
+  if (auto path = FindBundled("data/stories260K/stories260K.gguf", &tried)) return *path;
+  ThrowInputError("bundled model not found at {}; pass --model", tried);
+}
+
+std::string BundledDataPath(const std::string& name) {
+  std::string tried;
+  if (auto path = FindBundled(std::filesystem::path("data") / name, &tried)) return *path;
+  ThrowInputError("bundled file models/data/{} not found at {}", name, tried);
 }
 
 // Token ids separated by whitespace and/or commas; surrounding [ ] (a JSON array) are allowed.

@@ -31,6 +31,8 @@ LoadedModel LoadModel(const std::string& path, const std::string& tokenizer_path
 // was built from, else under the current directory (run from the repository root). Throws
 // InputError if neither exists.
 std::string BundledModelPath();
+// models/data/<name> (e.g. "validate_prompts.txt"), found as BundledModelPath finds the model.
+std::string BundledDataPath(const std::string& name);
 
 // Reads a prompt given as token ids: integers separated by whitespace and/or commas, optionally
 // inside [ ] (a JSON array). Throws InputError naming the file and the token index for a

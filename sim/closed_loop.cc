@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <string>
 
@@ -109,6 +110,7 @@ class ModelRun final : public models::ForwardObserver {
     RowMatrixXf logits = model_.Forward(tokens, state_, this);
     last_resident_mean_ = 0.0;
     if (make_policy_ == nullptr) return logits;
+    MeasureRecall(t);
     int64_t resident = 0;
     for (int l = 0; l < shape_.layers; ++l) {
       LayerState& ls = layers_[static_cast<size_t>(l)];
@@ -133,6 +135,8 @@ class ModelRun final : public models::ForwardObserver {
   }
 
   double last_resident_mean() const { return last_resident_mean_; }
+  double last_mass_recall() const { return last_mass_recall_; }
+  const std::array<double, 3>& last_top_recall() const { return last_top_recall_; }
   const models::KvState& state() const { return state_; }
   traces::Trace TakeTrace(std::vector<int32_t> tokens) {
     tokens.resize(static_cast<size_t>(total_len_));
@@ -182,6 +186,58 @@ class ModelRun final : public models::ForwardObserver {
       ls.model_masks[i].clear();
       for (const auto& [position, flag] : by_position) ls.model_masks[i].push_back(flag);
     }
+  }
+
+  // ClosedLoopStep::mass_recall and top_recall of step t, before the step's eviction (the
+  // resident set the query attended over). Ties in the top-k order: lower position first, as
+  // analysis::FullCacheAttention.
+  void MeasureRecall(int64_t t) {
+    const int d = shape_.head_dim;
+    const int g = shape_.GroupSize();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const auto visible = static_cast<size_t>(t + 1);
+    std::vector<uint8_t> resident;
+    std::vector<int64_t> order(visible);
+    double mass_sum = 0.0;
+    std::array<double, 3> top_sum{};
+    for (int l = 0; l < shape_.layers; ++l) {
+      const traces::LayerTensors& layer = trace_.layer(l);
+      for (int s = 0; s < shape_.kv_heads; ++s) {
+        const KvCache& cache = layers_[static_cast<size_t>(l)].caches[static_cast<size_t>(s)];
+        resident.assign(visible, 0);
+        for (int64_t slot = 0; slot < cache.size(); ++slot) {
+          resident[static_cast<size_t>(cache.Position(slot))] = 1;
+        }
+        const Eigen::Map<const RowMatrixXf> keys(layer.keys.Row(s, 0),
+                                                 static_cast<Eigen::Index>(visible), d);
+        for (int h = s * g; h < (s + 1) * g; ++h) {
+          const Eigen::Map<const Eigen::RowVectorXf> q(layer.queries.Row(h, t), d);
+          Eigen::VectorXf w = (keys * q.transpose()) * scale;
+          w = (w.array() - w.maxCoeff()).exp();
+          double total = 0.0;
+          double kept = 0.0;
+          for (size_t j = 0; j < visible; ++j) {
+            total += static_cast<double>(w[static_cast<Eigen::Index>(j)]);
+            if (resident[j] != 0) kept += static_cast<double>(w[static_cast<Eigen::Index>(j)]);
+          }
+          mass_sum += kept / total;
+          std::iota(order.begin(), order.end(), int64_t{0});
+          const auto top = std::min(visible, static_cast<size_t>(kClosedLoopTopK.back()));
+          std::partial_sort(
+              order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
+              [&](int64_t a, int64_t b) { return w[a] != w[b] ? w[a] > w[b] : a < b; });
+          for (size_t i = 0; i < kClosedLoopTopK.size(); ++i) {
+            const size_t k = std::min(visible, static_cast<size_t>(kClosedLoopTopK[i]));
+            int64_t hits = 0;
+            for (size_t r = 0; r < k; ++r) hits += resident[static_cast<size_t>(order[r])];
+            top_sum[i] += static_cast<double>(hits) / static_cast<double>(k);
+          }
+        }
+      }
+    }
+    const auto samples = static_cast<double>(shape_.layers * shape_.q_heads);
+    last_mass_recall_ = mass_sum / samples;
+    for (size_t i = 0; i < top_sum.size(); ++i) last_top_recall_[i] = top_sum[i] / samples;
   }
 
   void CreateCaches() {
@@ -359,6 +415,8 @@ class ModelRun final : public models::ForwardObserver {
   traces::Trace trace_;
   std::vector<LayerState> layers_;  // empty for the full run
   double last_resident_mean_ = 0.0;
+  double last_mass_recall_ = 1.0;
+  std::array<double, 3> last_top_recall_ = {1.0, 1.0, 1.0};
 };
 
 double LogSumExp(std::span<const float> logits) {
@@ -448,6 +506,8 @@ ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
       row.nll_evicted = NegLogLikelihood(RowSpan(out), row.full_next);
       row.kl = KlDivergence(RowSpan(full_logits[i]), RowSpan(out));
       row.resident_mean = teacher.last_resident_mean();
+      row.mass_recall = teacher.last_mass_recall();
+      row.top_recall = teacher.last_top_recall();
     }
   }
 
@@ -468,12 +528,16 @@ ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
   double nll_full = 0.0;
   double nll_evicted = 0.0;
   double kl = 0.0;
+  double mass_recall = 0.0;
+  std::array<double, 3> top_recall{};
   int64_t agree = 0;
   int64_t teacher_agree = 0;
   for (const ClosedLoopStep& row : result.steps) {
     nll_full += row.nll_full;
     nll_evicted += row.nll_evicted;
     kl += row.kl;
+    mass_recall += row.mass_recall;
+    for (size_t i = 0; i < top_recall.size(); ++i) top_recall[i] += row.top_recall[i];
     if (row.free_next == row.full_next) {
       ++agree;
     } else if (result.first_divergence < 0) {
@@ -487,6 +551,10 @@ ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
   result.perplexity_full = std::exp(nll_full / count);
   result.perplexity_evicted = std::exp(nll_evicted / count);
   result.kl_mean = kl / count;
+  result.mass_recall_mean = mass_recall / count;
+  for (size_t i = 0; i < top_recall.size(); ++i) {
+    result.top_recall_mean[i] = top_recall[i] / count;
+  }
   return result;
 }
 

@@ -34,6 +34,7 @@
 // Limits (InputError): GqaMode::kKvHead and EvictTiming::kAfterAttend only; OraclePolicy is
 // refused (a closed loop has no future); `gate` needs recorded flags, which a closed loop has
 // none of. Greedy decoding only.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -93,7 +94,16 @@ struct ClosedLoopStep {
   double kl = 0.0;           // KL(p_full || p_teacher), nats; 0 when the logits are identical
   // Resident entries per (layer, KV head) at the step's attention in the teacher run (mean).
   double resident_mean = 0.0;
+  // Recall measured in the loop (the open-loop metrics' definitions, sim/README.md "Metrics"),
+  // on the teacher run's own attention: its query of this step against every key the run has
+  // produced (positions <= t, evicted ones included, as computed before any rewrite), compared
+  // with the entries resident when it attended. Means over layers and query heads:
+  double mass_recall = 1.0;                            // attention mass on resident positions
+  std::array<double, 3> top_recall = {1.0, 1.0, 1.0};  // k = kClosedLoopTopK, capped at t + 1
 };
+
+// The k of ClosedLoopStep::top_recall (the open loop's analysis::kTopK).
+inline constexpr std::array<int, 3> kClosedLoopTopK = {1, 8, 32};
 
 struct ClosedLoopResult {
   int64_t prompt_len = 0;
@@ -107,6 +117,8 @@ struct ClosedLoopResult {
   double perplexity_full = 0.0;     // exp(mean nll_full)
   double perplexity_evicted = 0.0;  // exp(mean nll_evicted)
   double kl_mean = 0.0;
+  double mass_recall_mean = 1.0;                            // mean of the steps' mass_recall
+  std::array<double, 3> top_recall_mean = {1.0, 1.0, 1.0};  // mean of the steps' top_recall
   // The full run as a trace (float32, T positions, greedy tokens), for open-loop replays.
   traces::Trace full_trace;
   // The full prompt cache after prefill (ModelContext::prompt_state for open-loop replays).

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -169,6 +172,8 @@ TEST(ClosedLoop, BudgetAtLeastSequenceReproducesFullRunExactly) {
   EXPECT_EQ(r.teacher_agreement, 1.0);
   EXPECT_EQ(r.kl_mean, 0.0);
   EXPECT_EQ(r.perplexity_evicted, r.perplexity_full);
+  EXPECT_EQ(r.mass_recall_mean, 1.0);
+  for (const double top : r.top_recall_mean) EXPECT_EQ(top, 1.0);
   for (const ClosedLoopStep& s : r.steps) EXPECT_EQ(s.kl, 0.0) << s.step;
 }
 
@@ -211,6 +216,109 @@ TEST(ClosedLoop, TeacherForcedLogitsMatchHandDrivenEviction) {
     EXPECT_NEAR(row.nll_evicted, NegLogLikelihood(e, row.full_next), 1e-5) << k;
     EXPECT_DOUBLE_EQ(row.resident_mean, static_cast<double>(budget + 1));
   }
+}
+
+// Records every position's post-RoPE q and k of every layer (a run's own history).
+class History final : public models::ForwardObserver {
+ public:
+  void OnLayer(const models::LayerActivations& act) override {
+    if (static_cast<size_t>(act.layer) >= q_.size()) {
+      q_.resize(static_cast<size_t>(act.layer) + 1);
+      k_.resize(static_cast<size_t>(act.layer) + 1);
+    }
+    for (Eigen::Index r = 0; r < act.q.rows(); ++r) {
+      q_[static_cast<size_t>(act.layer)].emplace_back(act.q.row(r));
+      k_[static_cast<size_t>(act.layer)].emplace_back(act.k.row(r));
+    }
+  }
+  const Eigen::RowVectorXf& q(int layer, int64_t pos) const {
+    return q_[static_cast<size_t>(layer)][static_cast<size_t>(pos)];
+  }
+  const Eigen::RowVectorXf& k(int layer, int64_t pos) const {
+    return k_[static_cast<size_t>(layer)][static_cast<size_t>(pos)];
+  }
+
+ private:
+  std::vector<std::vector<Eigen::RowVectorXf>> q_, k_;  // [layer][position]
+};
+
+// Recall in the loop, recomputed from a hand-driven sliding-window state: at step t the teacher
+// run's query attends (in the full-history sense) over every key it produced, and the window
+// [t - budget, t] is what is resident when it attends.
+TEST(ClosedLoop, InLoopRecallMatchesHandComputedAttention) {
+  const std::vector<int32_t> prompt = Prompt();
+  const int64_t budget = 6;
+  const int64_t steps = 10;
+  const ClosedLoopResult r =
+      RunClosedLoop(Stories().model, prompt, Options(budget, steps), Factory());
+  const models::LlamaModel& model = Stories().model;
+  const models::ModelShape shape = model.config().Shape("test");
+  const int d = shape.head_dim;
+  const int g = shape.GroupSize();
+  models::KvState evicted = model.NewState();
+  History history;
+  model.Forward(prompt, evicted, &history);
+  const auto keep_window = [&](models::KvState& s) {
+    for (int l = 0; l < s.layers(); ++l) {
+      for (int h = 0; h < s.kv_heads(); ++h) {
+        std::vector<int64_t> old;
+        for (const int64_t p : s.positions(l, h)) {
+          if (p < s.next_position() - budget) old.push_back(p);
+        }
+        s.Drop(l, h, old);
+      }
+    }
+  };
+  keep_window(evicted);
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  double mass_sum = 0.0;
+  for (int64_t k = 0; k < steps; ++k) {
+    const int64_t t = n + k;
+    const int32_t token[] = {r.full_tokens[static_cast<size_t>(t)]};
+    model.Forward(token, evicted, &history);
+    keep_window(evicted);
+    double mass = 0.0;
+    std::array<double, 3> top{};
+    for (int l = 0; l < shape.layers; ++l) {
+      for (int h = 0; h < shape.q_heads; ++h) {
+        const int kv = h / g;
+        std::vector<double> w(static_cast<size_t>(t + 1));
+        double max = -1e300;
+        for (int64_t j = 0; j <= t; ++j) {
+          const double logit =
+              history.q(l, t).segment(h * d, d).dot(history.k(l, j).segment(kv * d, d)) /
+              std::sqrt(static_cast<double>(d));
+          w[static_cast<size_t>(j)] = logit;
+          max = std::max(max, logit);
+        }
+        double total = 0.0;
+        for (double& x : w) total += (x = std::exp(x - max));
+        double kept = 0.0;
+        for (int64_t j = t - budget; j <= t; ++j) kept += w[static_cast<size_t>(j)];
+        mass += kept / total;
+        std::vector<int64_t> order(static_cast<size_t>(t + 1));
+        std::iota(order.begin(), order.end(), int64_t{0});
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+          return w[static_cast<size_t>(a)] > w[static_cast<size_t>(b)];
+        });
+        for (size_t i = 0; i < kClosedLoopTopK.size(); ++i) {
+          const auto kk = std::min<int64_t>(kClosedLoopTopK[i], t + 1);
+          int64_t hits = 0;
+          for (int64_t rnk = 0; rnk < kk; ++rnk) hits += order[rnk] >= t - budget ? 1 : 0;
+          top[i] += static_cast<double>(hits) / static_cast<double>(kk);
+        }
+      }
+    }
+    const double samples = shape.layers * shape.q_heads;
+    const ClosedLoopStep& row = r.steps[static_cast<size_t>(k)];
+    EXPECT_NEAR(row.mass_recall, mass / samples, 1e-5) << k;
+    EXPECT_LT(row.mass_recall, 1.0) << k;  // the window really lost mass
+    for (size_t i = 0; i < top.size(); ++i) {
+      EXPECT_NEAR(row.top_recall[i], top[i] / samples, 1e-9) << k << " k=" << i;
+    }
+    mass_sum += row.mass_recall;
+  }
+  EXPECT_NEAR(r.mass_recall_mean, mass_sum / static_cast<double>(steps), 1e-12);
 }
 
 TEST(ClosedLoop, SmallerWindowsDivergeMore) {
