@@ -400,12 +400,14 @@ std::string SweepLabel(const SweepContext& ctx, std::size_t row, bool oracle_is_
   return label;
 }
 
-// One series per policy label: rows of `layer`, averaged over traces per budget string.
+// One series per policy label: rows of `layer`, averaged over traces per budget string; x is
+// `x_column` (the budget, or the resident KV bytes for an equal-memory view).
 Panel SweepPanel(const SweepContext& ctx,
                  std::string title,
                  std::string_view layer,
                  std::string_view metric,
-                 bool oracle_is_upper_bound) {
+                 bool oracle_is_upper_bound,
+                 std::string_view x_column = "budget_tokens") {
   const CsvTable& t = ctx.table;
   struct Sums {
     double x = 0, y = 0;
@@ -420,8 +422,11 @@ Panel SweepPanel(const SweepContext& ctx,
     roles[label] = policy == kFull     ? Role::kReference
                    : policy == kOracle ? Role::kBound
                                        : Role::kPolicy;
+    // A row without an x (an empty kv_bytes_mean) is left out of this panel only.
+    const std::optional<double> x = t.OptionalNumber(r, t.Column(x_column));
+    if (!x) continue;
     Sums& sums = cells[label][t.Text(r, t.Column("budget"))];
-    sums.x += t.Number(r, t.Column("budget_tokens"));
+    sums.x += *x;
     ++sums.nx;
     if (const auto y = t.OptionalNumber(r, t.Column(metric))) {
       sums.y += *y;
@@ -434,7 +439,7 @@ Panel SweepPanel(const SweepContext& ctx,
     Series series;
     series.label = label;
     series.role = roles[label];
-    series.columns = fmt::format("budget_tokens {}", metric);
+    series.columns = fmt::format("{} {}", x_column, metric);
     for (const auto& [budget, sums] : by_budget) {
       if (sums.ny == 0) continue;
       series.rows.push_back({sums.x / sums.nx, sums.y / sums.ny});
@@ -477,6 +482,26 @@ std::vector<FigureSpec> SweepFigures(const CsvTable& t) {
   add("recall_vs_budget",
       fmt::format("Attention-mass recall vs KV budget (all layers; {}{})", scope, regime),
       {SweepPanel(ctx, "", "all", "mass_recall_mean", true)}, recall_axes);
+
+  // Equal memory (issue 13): a token budget is not a memory budget (quantized tiers, windows
+  // above the budget, protected layers), so recall is also drawn against the bytes each cell
+  // really held.
+  Axes bytes_axes = MakeAxes("resident KV bytes, all layers (mean over decode steps)",
+                             "attention-mass recall (fraction of full-cache mass, mean)");
+  bytes_axes.y_range = "[0:1.02]";
+  if (t.HasColumn("kv_bytes_mean")) {
+    std::vector<Panel> panels = {
+        SweepPanel(ctx, "", "all", "mass_recall_mean", true, "kv_bytes_mean")};
+    if (HasSeries(panels)) {
+      ChooseXAxis(panels, bytes_axes, /*explicit_tics=*/false);
+      specs.push_back({"recall_vs_kv_bytes",
+                       fmt::format("Attention-mass recall vs resident KV bytes (all layers; {}{})",
+                                   scope, regime),
+                       std::move(panels),
+                       bytes_axes,
+                       {}});
+    }
+  }
 
   Axes error_axes =
       MakeAxes(std::string(kBudgetAxis), "relative L2 error of the attention output (mean)");

@@ -38,6 +38,7 @@ struct ClosedLoopArgs {
   std::string regime = "bounded";
   uint64_t seed = 0;
   std::string csv;
+  std::string gate_flags;
 };
 
 void RunClosedLoopCommand(const ClosedLoopArgs& args) {
@@ -57,6 +58,11 @@ void RunClosedLoopCommand(const ClosedLoopArgs& args) {
   options.replay.regime = sim::ParseRegime(args.regime, "--regime");
   options.replay.seed = args.seed;
   if (loaded.tokenizer) options.eos_token = loaded.tokenizer->eos_id();
+  if (!args.gate_flags.empty()) {
+    options.gate_flags = sim::ReadGateFlagsForModel(
+        args.gate_flags, loaded.model, static_cast<int64_t>(prompt.size()) + args.new_tokens,
+        "--gate-flags");
+  }
 
   const sim::ClosedLoopResult run = sim::RunClosedLoop(loaded.model, prompt, options, make_policy);
   const analysis::OpenLoopProxies open =
@@ -141,6 +147,9 @@ void RegisterClosedLoopCommand(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--csv", args->csv, "write per-step rows (closed_loop.csv format) here");
+  cmd->add_option("--gate-flags", args->gate_flags,
+                  "a trace whose /gate_flags (recorded Attention-Gate keep/evict flags, one per "
+                  "layer, KV head and position) policy `gate` replays");
   cmd->callback([args] { RunClosedLoopCommand(*args); });
 }
 

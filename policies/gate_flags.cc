@@ -33,7 +33,8 @@ class GateFlagsPolicy final : public EvictionPolicy {
       ThrowInputError(
           "policy 'gate': the trace has no dataset '/gate_flags' "
           "(expected [layers, kv_heads, T] "
-          "uint8 keep/evict flags, traces/FORMAT.md)");
+          "uint8 keep/evict flags, traces/FORMAT.md; `kvsim closed-loop` reads them with "
+          "--gate-flags TRACE)");
     }
     flags_ = prefill.gate_flags;
   }

@@ -13,6 +13,7 @@
 #include "sim/kv_cache.h"
 #include "sim/prefill_attention.h"
 #include "sim/replay.h"
+#include "traces/trace_io.h"
 
 namespace kvsim::sim {
 namespace {
@@ -159,6 +160,7 @@ class ModelRun final : public models::ForwardObserver {
     std::vector<uint8_t> masked;
     std::vector<std::vector<uint8_t>> slot_masks;
     std::vector<std::vector<uint8_t>> model_masks;
+    std::vector<std::span<const uint8_t>> gate_flags;  // per KV head, into the options' flags
   };
 
   // Asks the layer's policy for each stream's mask of step t (once per step, as the replay does:
@@ -314,6 +316,11 @@ class ModelRun final : public models::ForwardObserver {
         v.num_q_heads = g;
         v.cache = &ls.caches[static_cast<size_t>(s)];
       }
+      if (!options_.gate_flags.empty()) {
+        for (const std::vector<uint8_t>& flags : options_.gate_flags[static_cast<size_t>(l)]) {
+          ls.gate_flags.emplace_back(flags);
+        }
+      }
       const policies::PrefillView view{
           .layer = l,
           .begin = 0,
@@ -321,7 +328,8 @@ class ModelRun final : public models::ForwardObserver {
           .prompt_len = prompt_len_,
           .streams = ls.views,
           .attention = ls.prefill.get(),
-          .queries = policies::QueryHistory(trace_.layer(l).queries, prompt_len_ - 1)};
+          .queries = policies::QueryHistory(trace_.layer(l).queries, prompt_len_ - 1),
+          .gate_flags = ls.gate_flags};
       ls.policy->OnPrefill(view);
       Evict(l, prompt_len_ - 1, /*after_prefill=*/true);
     }
@@ -449,6 +457,40 @@ double NegLogLikelihood(std::span<const float> logits, int32_t token) {
   return LogSumExp(logits) - static_cast<double>(logits[static_cast<size_t>(token)]);
 }
 
+std::vector<std::vector<std::vector<uint8_t>>> ReadGateFlagsForModel(
+    const std::string& path,
+    const models::LlamaModel& model,
+    int64_t total_len,
+    std::string_view context) {
+  const traces::TraceReader reader(path);
+  if (!reader.has_gate_flags()) {
+    ThrowInputError(
+        "{} {}: the trace has no dataset '/gate_flags' (expected [layers, kv_heads, T] "
+        "uint8 keep/evict flags, traces/FORMAT.md)",
+        context, path);
+  }
+  const models::ModelShape shape = model.config().Shape("closed-loop");
+  const traces::TraceMeta& meta = reader.meta();
+  if (meta.shape.layers != shape.layers || meta.shape.kv_heads != shape.kv_heads) {
+    ThrowInputError("{} {}: /gate_flags is for {} layers x {} KV heads, the model has {} x {}",
+                    context, path, meta.shape.layers, meta.shape.kv_heads, shape.layers,
+                    shape.kv_heads);
+  }
+  if (meta.total_len < total_len) {
+    ThrowInputError(
+        "{} {}: /gate_flags covers {} positions, the closed loop needs {} (prompt + "
+        "--new-tokens)",
+        context, path, meta.total_len, total_len);
+  }
+  std::vector<std::vector<std::vector<uint8_t>>> flags(static_cast<size_t>(shape.layers));
+  for (int l = 0; l < shape.layers; ++l) {
+    for (int h = 0; h < shape.kv_heads; ++h) {
+      flags[static_cast<size_t>(l)].push_back(reader.ReadGateFlags(l, h));
+    }
+  }
+  return flags;
+}
+
 ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
                                std::span<const int32_t> prompt,
                                const ClosedLoopOptions& options,
@@ -472,6 +514,20 @@ ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
                     EvictTimingName(options.replay.timing));
   }
   KVSIM_ASSERT(options.budget_tokens >= 1, "budget {} < 1", options.budget_tokens);
+  if (!options.gate_flags.empty()) {
+    const models::ModelShape shape = model.config().Shape("closed-loop");
+    bool fits = options.gate_flags.size() == static_cast<size_t>(shape.layers);
+    for (const auto& layer : options.gate_flags) {
+      fits = fits && layer.size() == static_cast<size_t>(shape.kv_heads);
+      for (const auto& head : layer) {
+        fits = fits && static_cast<int64_t>(head.size()) >= n + options.new_tokens;
+      }
+    }
+    if (!fits) {
+      ThrowInputError("gate flags: expected {} layers x {} KV heads x >= {} positions",
+                      shape.layers, shape.kv_heads, n + options.new_tokens);
+    }
+  }
   const int64_t steps = options.new_tokens;
   ClosedLoopResult result;
   result.prompt_len = n;

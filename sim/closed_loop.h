@@ -32,13 +32,16 @@
 //    decode step and applied by the model's attention (ForwardObserver::AttendMask) and in the
 //    policy's view, as sim/replay.cc applies it.
 // Limits (InputError): GqaMode::kKvHead and EvictTiming::kAfterAttend only; OraclePolicy is
-// refused (a closed loop has no future); `gate` needs recorded flags, which a closed loop has
-// none of. Greedy decoding only.
+// refused (a closed loop has no future); `gate` replays recorded flags
+// (ClosedLoopOptions::gate_flags, from a trace) and is refused without them. Greedy decoding
+// only.
 #include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/llama_model.h"
@@ -81,7 +84,21 @@ struct ClosedLoopOptions {
   int64_t budget_tokens = policies::kUnlimitedTokens;
   ReplayOptions replay;    // regime and seed are used; gqa/timing must be the defaults
   int32_t eos_token = -1;  // passed to ModelContext
+  // Recorded Attention-Gate keep (1) / evict (0) flags for `gate` (a trace's /gate_flags, see
+  // ReadGateFlagsForModel): [layer][kv_head] -> >= prompt + new_tokens flags by position. The
+  // flags belong to positions, as in the open-loop replay: the free-running run applies them to
+  // whatever token it generated there. Empty: none (then `gate` is refused).
+  std::vector<std::vector<std::vector<uint8_t>>> gate_flags;
 };
+
+// Reads the /gate_flags of the trace at `path` for a closed loop of `model` over `total_len`
+// positions. Throws InputError naming the file (and `context`, the option) when the trace has no
+// flags, its layers or KV heads differ from the model's, or it has fewer than total_len positions.
+std::vector<std::vector<std::vector<uint8_t>>> ReadGateFlagsForModel(
+    const std::string& path,
+    const models::LlamaModel& model,
+    int64_t total_len,
+    std::string_view context);
 
 // One decode step t (the forward of token t at position t).
 struct ClosedLoopStep {

@@ -117,10 +117,10 @@ std::string SweepCsv(const std::vector<std::string>& traces) {
         for (int layer : {0, 1, -1}) {
           const double r = Recall(trace, policy, budget, layer);
           const std::string top32 = policy == "h2o" ? "" : fmt::format("{}", r * r);
-          csv +=
-              fmt::format("{},{},,{},{},bounded,{},10,{},0,0,0,{},0,0,0,1,1,1,1,{},{},{},1,1,1,1\n",
-                          trace, policy, budget, budget, layer < 0 ? "all" : std::to_string(layer),
-                          r, 1 - r, std::sqrt(r), r, top32);
+          csv += fmt::format(
+              "{},{},,{},{},bounded,{},10,{},0,0,0,{},0,0,0,1,1,1,1,{},{},{},1,1,{},1\n", trace,
+              policy, budget, budget, layer < 0 ? "all" : std::to_string(layer), r, 1 - r,
+              std::sqrt(r), r, top32, 100 * budget);
         }
       }
     }
@@ -137,9 +137,17 @@ TEST(Plot, SweepSeriesEqualTheCsvNumbers) {
   const auto figures = PlotResults(Table(SweepCsv({"a.h5"})), ResultKind::kSweep, dir.path());
   std::vector<std::string> names;
   for (const auto& f : figures) names.push_back(f.name);
-  EXPECT_THAT(names, UnorderedElementsAre("recall_vs_budget", "output_error_vs_budget",
-                                          "topk_recall_vs_budget", "recall_by_layer"));
+  EXPECT_THAT(names, UnorderedElementsAre("recall_vs_budget", "recall_vs_kv_bytes",
+                                          "output_error_vs_budget", "topk_recall_vs_budget",
+                                          "recall_by_layer"));
   for (const auto& name : names) ExpectImages(dir.path(), name);
+
+  // Equal memory: the same recall against the kv_bytes_mean column (here 100 x the budget).
+  const auto by_bytes = ReadDat(dir.path() / "recall_vs_kv_bytes.dat");
+  const DatSeries& h2o_bytes = Find(by_bytes, "h2o");
+  ASSERT_EQ(h2o_bytes.rows.size(), 3u);
+  EXPECT_EQ(h2o_bytes.rows[2][0], 100 * 256);
+  EXPECT_DOUBLE_EQ(h2o_bytes.rows[2][1], Recall("a.h5", "h2o", 256, -1));
 
   const auto recall = ReadDat(dir.path() / "recall_vs_budget.dat");
   ASSERT_EQ(recall.size(), 4u);

@@ -95,6 +95,16 @@ TEST(ClosedLoopCli, BadInputNamesTheOptionAndLeavesNoFile) {
   r = RunKvsim("closed-loop --policy gate --budget 4 --csv " + ShellQuote(csv));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("gate_flags"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--gate-flags"), std::string::npos) << r.err;
+  // A trace without flags given as the flags' source: named, with the dataset it lacks.
+  const std::string no_flags = dir.File("captured.h5");
+  ASSERT_EQ(RunKvsim("capture --decode 4 -o " + ShellQuote(no_flags)).exit_code, 0);
+  r = RunKvsim("closed-loop --policy gate --budget 4 --gate-flags " + ShellQuote(no_flags) +
+               " --csv " + ShellQuote(csv));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--gate-flags"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("/gate_flags"), std::string::npos) << r.err;
+  for (const std::string& name : dir.Entries()) std::filesystem::remove(dir.path() / name);
   r = RunKvsim("closed-loop --policy h2o --budget 4 --new-tokens 100000 --csv " + ShellQuote(csv));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--new-tokens"), std::string::npos) << r.err;
