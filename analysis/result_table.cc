@@ -22,6 +22,7 @@ const std::vector<std::string>& ResultTable::Header() {
     h.emplace_back("rel_l2_error_worst_layer_mean");
     h.emplace_back("cosine_worst_layer_mean");
     for (const int k : kTopK) h.push_back("top" + std::to_string(k) + "_recall_worst_layer_mean");
+    h.emplace_back("kv_bytes_over_budget_peak");
     return h;
   }();
   return header;
@@ -56,6 +57,7 @@ std::vector<std::string> ResultTable::Fields(const ResultRow& row) {
   f.push_back(N::Number(row.rel_l2_error_worst_layer_mean));
   f.push_back(N::Number(row.cosine_worst_layer_mean));
   for (const double v : row.top_recall_worst_layer_mean) f.push_back(N::Number(v));
+  f.push_back(N::Number(static_cast<double>(row.kv_bytes_over_budget_peak)));
   return f;
 }
 

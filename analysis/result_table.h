@@ -27,6 +27,8 @@ struct ResultRow {
   int64_t resident_tokens_peak = 0;
   double kv_bytes_mean = 0.0;
   int64_t kv_bytes_peak = 0;
+  // Peak KV bytes above what the asked budget allows (0: within it). See RESULTS_FORMAT.md.
+  int64_t kv_bytes_over_budget_peak = 0;
   // The lowest per-layer mass_recall_mean of the cell and its layer (issue 13: uneven layer
   // budgets raise the layer mean while the worst layer drops). On a layer row: its own.
   double mass_recall_worst_layer_mean = 0.0;

@@ -380,11 +380,22 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
     all.budget = key.budget.text;
     all.regime = regime;
     all.layer = "all";
+    // Equal memory (issue 13): the KV bytes the asked budget allows one layer at its peak. Every
+    // policy legitimately holds the step's own token above B while it attends (evict-after-attend)
+    // and, in the prefill regime, every decode token; more than that (a lazy window, protected
+    // layers, a budget-ignoring method) is reported as kv_bytes_over_budget_peak.
+    const int64_t asked = key.budget.ResolveTokens(prompt_len, bytes_per_token);
+    const int64_t above = plan.options.regime == sim::Regime::kPrefill            ? decode_steps
+                          : plan.options.timing == sim::EvictTiming::kAfterAttend ? 1
+                                                                                  : 0;
+    const int64_t allowed_layer_bytes =
+        std::min(asked + above, total_len) * (bytes_per_token / num_layers);
     double budget_sum = 0.0;
     double resident_sum = 0.0;
     for (int l = 0; l < num_layers; ++l) {
       const LayerOutcome& out = cell_outcomes[static_cast<size_t>(l)];
-      const ResultRow row = LayerRow(all, l, budgets[cell][static_cast<size_t>(l)], total_len, out);
+      ResultRow row = LayerRow(all, l, budgets[cell][static_cast<size_t>(l)], total_len, out);
+      row.kv_bytes_over_budget_peak = std::max<int64_t>(0, row.kv_bytes_peak - allowed_layer_bytes);
       result.table.Add(row);
       ledger.Merge(out.replay.ledger);
       all_samples.Append(out.samples);
@@ -424,6 +435,8 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
         ledger.MeanDecodeBytes(sim::MemoryLedger::kAllLayers, sim::MemoryLedger::kKvCategories);
     all.kv_bytes_peak =
         ledger.PeakBytes(sim::MemoryLedger::kAllLayers, sim::MemoryLedger::kKvCategories).bytes;
+    all.kv_bytes_over_budget_peak =
+        std::max<int64_t>(0, all.kv_bytes_peak - num_layers * allowed_layer_bytes);
     result.table.Add(all);
     if (plan.keep_ledgers) result.ledgers.push_back(std::move(ledger));
   }

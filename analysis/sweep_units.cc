@@ -69,6 +69,7 @@ nlohmann::json EncodeRow(const ResultRow& row) {
           {"resident_tokens_peak", row.resident_tokens_peak},
           {"kv_bytes_mean", EncodeDouble(row.kv_bytes_mean)},
           {"kv_bytes_peak", row.kv_bytes_peak},
+          {"kv_bytes_over_budget_peak", row.kv_bytes_over_budget_peak},
           {"mass_recall_worst_layer_mean", EncodeDouble(row.mass_recall_worst_layer_mean)},
           {"worst_layer", row.worst_layer},
           {"ranked_victims", row.ranked_victims},
@@ -103,6 +104,7 @@ ResultRow DecodeRow(const nlohmann::json& node, const std::string& what) {
   row.resident_tokens_peak = node.at("resident_tokens_peak").get<int64_t>();
   row.kv_bytes_mean = DecodeDouble(node.at("kv_bytes_mean"), what);
   row.kv_bytes_peak = node.at("kv_bytes_peak").get<int64_t>();
+  row.kv_bytes_over_budget_peak = node.at("kv_bytes_over_budget_peak").get<int64_t>();
   row.mass_recall_worst_layer_mean = DecodeDouble(node.at("mass_recall_worst_layer_mean"), what);
   row.worst_layer = node.at("worst_layer").get<std::string>();
   row.ranked_victims = node.at("ranked_victims").get<int64_t>();

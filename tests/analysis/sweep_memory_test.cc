@@ -50,6 +50,7 @@ void ExpectSameRow(const ResultRow& got, const ResultRow& want, const std::strin
   EXPECT_EQ(got.resident_tokens_peak, want.resident_tokens_peak) << what;
   EXPECT_EQ(got.kv_bytes_mean, want.kv_bytes_mean) << what;
   EXPECT_EQ(got.kv_bytes_peak, want.kv_bytes_peak) << what;
+  EXPECT_EQ(got.kv_bytes_over_budget_peak, want.kv_bytes_over_budget_peak) << what;
   EXPECT_EQ(got.mass_recall_worst_layer_mean, want.mass_recall_worst_layer_mean) << what;
   EXPECT_EQ(got.worst_layer, want.worst_layer) << what;
   EXPECT_EQ(got.rel_l2_error_worst_layer_mean, want.rel_l2_error_worst_layer_mean) << what;

@@ -75,6 +75,38 @@ TEST(Sweep, RowsFollowPlanOrderWithAllRowLast) {
   EXPECT_EQ(rows[15].kv_bytes_peak, 3 * 11 * 2 * 32);
 }
 
+// Equal memory: kv_bytes_over_budget_peak is 0 for a policy held to B (B + 1 while a step
+// attends), and counts the excess of one that is not: LazyEviction's window (peak C + W tokens),
+// `full` below T. Per stream and token 2 x 8 x 2 bytes (K and V, head_dim 8, fp16), 2 streams.
+TEST(Sweep, OverBudgetBytesCountWhatExceedsTheAskedBudget) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 64, 19);
+  SweepPlan plan;
+  using policies::PolicyParams;
+  plan.policies.push_back({"streaming", PolicyParams()});
+  const std::vector<std::string> window = {"window=4"};
+  const std::vector<std::string> window_in_budget = {"window=4", "window_in_budget=true"};
+  plan.policies.push_back({"lazy-eviction", PolicyParams::Parse(window, "t")});
+  plan.policies.push_back({"lazy-eviction", PolicyParams::Parse(window_in_budget, "t")});
+  plan.policies.push_back({"full", PolicyParams()});
+  plan.budgets = {sim::Budget::Parse("8", "t")};
+  plan.threads = 1;
+  const SweepResult result = RunSweepOnTrace(plan, trace, "t.h5");
+  const auto& rows = result.table.rows();
+  ASSERT_EQ(rows.size(), 4u * 4u);
+  const int64_t token_bytes = 2 * 32;  // per token over both streams of a layer
+  const std::vector<int64_t> over_tokens = {0, 4 - 1, 0, 64 - 9};  // per layer
+  for (size_t cell = 0; cell < 4; ++cell) {
+    for (size_t l = 0; l < 3; ++l) {
+      const ResultRow& row = rows[cell * 4 + l];
+      EXPECT_EQ(row.kv_bytes_over_budget_peak, over_tokens[cell] * token_bytes)
+          << row.policy << " " << row.params << " layer " << l;
+    }
+    const ResultRow& all = rows[cell * 4 + 3];
+    EXPECT_EQ(all.kv_bytes_over_budget_peak, 3 * over_tokens[cell] * token_bytes)
+        << all.policy << " " << all.params;
+  }
+}
+
 // The `all` row names the cell's worst layer by mass recall; a layer row names itself.
 TEST(Sweep, AllRowCarriesTheWorstLayersRecall) {
   const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 64, 21);
