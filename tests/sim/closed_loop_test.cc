@@ -127,6 +127,20 @@ class Spy final : public EvictionPolicy {
   KeepRecent keep_;
 };
 
+// Drops every position older than the `budget` most recent ones, in every layer and KV head (the
+// sliding window of KeepRecent, applied by hand).
+void KeepWindow(models::KvState& s, int64_t budget) {
+  for (int l = 0; l < s.layers(); ++l) {
+    for (int h = 0; h < s.kv_heads(); ++h) {
+      std::vector<int64_t> old;
+      for (const int64_t p : s.positions(l, h)) {
+        if (p < s.next_position() - budget) old.push_back(p);
+      }
+      s.Drop(l, h, old);
+    }
+  }
+}
+
 LayerPolicyFactory Factory() {
   return [](const policies::PolicySetup&) { return std::make_unique<KeepRecent>(); };
 }
@@ -190,23 +204,12 @@ TEST(ClosedLoop, TeacherForcedLogitsMatchHandDrivenEviction) {
   const int64_t n = static_cast<int64_t>(prompt.size());
   model.Forward(prompt, full);
   model.Forward(prompt, evicted);
-  auto keep_window = [&](models::KvState& s) {
-    for (int l = 0; l < s.layers(); ++l) {
-      for (int h = 0; h < s.kv_heads(); ++h) {
-        std::vector<int64_t> old;
-        for (const int64_t p : s.positions(l, h)) {
-          if (p < s.next_position() - budget) old.push_back(p);
-        }
-        s.Drop(l, h, old);
-      }
-    }
-  };
-  keep_window(evicted);
+  KeepWindow(evicted, budget);
   for (int64_t k = 0; k < steps; ++k) {
     const int32_t token[] = {r.full_tokens[static_cast<size_t>(n + k)]};
     const RowMatrixXf lf = model.Forward(token, full);
     const RowMatrixXf le = model.Forward(token, evicted);
-    keep_window(evicted);
+    KeepWindow(evicted, budget);
     const std::span<const float> f(lf.data(), static_cast<size_t>(lf.cols()));
     const std::span<const float> e(le.data(), static_cast<size_t>(le.cols()));
     const ClosedLoopStep& row = r.steps[static_cast<size_t>(k)];
@@ -258,25 +261,14 @@ TEST(ClosedLoop, InLoopRecallMatchesHandComputedAttention) {
   models::KvState evicted = model.NewState();
   History history;
   model.Forward(prompt, evicted, &history);
-  const auto keep_window = [&](models::KvState& s) {
-    for (int l = 0; l < s.layers(); ++l) {
-      for (int h = 0; h < s.kv_heads(); ++h) {
-        std::vector<int64_t> old;
-        for (const int64_t p : s.positions(l, h)) {
-          if (p < s.next_position() - budget) old.push_back(p);
-        }
-        s.Drop(l, h, old);
-      }
-    }
-  };
-  keep_window(evicted);
+  KeepWindow(evicted, budget);
   const int64_t n = static_cast<int64_t>(prompt.size());
   double mass_sum = 0.0;
   for (int64_t k = 0; k < steps; ++k) {
     const int64_t t = n + k;
     const int32_t token[] = {r.full_tokens[static_cast<size_t>(t)]};
     model.Forward(token, evicted, &history);
-    keep_window(evicted);
+    KeepWindow(evicted, budget);
     double mass = 0.0;
     std::array<double, 3> top{};
     for (int l = 0; l < shape.layers; ++l) {
