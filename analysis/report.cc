@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "analysis/csv.h"
 #include "analysis/plot.h"
 #include "analysis/plot_serving.h"
+#include "analysis/plot_validity.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/json_text.h"
@@ -19,13 +21,14 @@
 namespace kvsim::analysis {
 namespace {
 
-constexpr std::array<std::string_view, 7> kResultFiles = {"sweep.csv",
+constexpr std::array<std::string_view, 8> kResultFiles = {"sweep.csv",
                                                           "memory.csv",
                                                           "recurrence.csv",
                                                           "paging_mrc.csv",
                                                           "paging_predictions.csv",
                                                           "serve_pool.csv",
-                                                          "serve_summary.csv"};
+                                                          "serve_summary.csv",
+                                                          "validate_spearman.csv"};
 
 // Fields of sweep.json in RESULTS_FORMAT.md order; other fields follow alphabetically.
 constexpr std::array<std::string_view, 10> kMetadataOrder = {
@@ -180,6 +183,45 @@ std::string SummaryTable(const CsvTable& table,
   return html + "</table>\n";
 }
 
+// The overall rows of a validate_spearman.csv: proxies x targets, "rho [low, high]".
+std::string ValidityTable(const CsvTable& table) {
+  std::vector<std::string> proxies, targets;
+  std::map<std::pair<std::string, std::string>, std::string> cells;
+  for (std::size_t r = 0; r < table.num_rows(); ++r) {
+    if (table.Text(r, table.Column("group")) != "all") continue;
+    const std::string& proxy = table.Text(r, table.Column("proxy"));
+    const std::string& target = table.Text(r, table.Column("target"));
+    if (std::find(proxies.begin(), proxies.end(), proxy) == proxies.end()) {
+      proxies.push_back(proxy);
+    }
+    if (std::find(targets.begin(), targets.end(), target) == targets.end()) {
+      targets.push_back(target);
+    }
+    const auto rho = table.OptionalNumber(r, table.Column("oriented_rho"));
+    const auto low = table.OptionalNumber(r, table.Column("ci_low"));
+    const auto high = table.OptionalNumber(r, table.Column("ci_high"));
+    cells[{proxy, target}] = !rho ? ""
+                             : low && high
+                                 ? fmt::format("{:.3f} [{:.2f}, {:.2f}]", *rho, *low, *high)
+                                 : fmt::format("{:.3f}", *rho);
+  }
+  if (proxies.empty()) return "";
+  std::string html = fmt::format(
+      "<h3>How far the open-loop proxies rank cells as the closed-loop damage does</h3>\n"
+      "<p>From <code>{}</code>: Spearman rho over all cells, oriented (&gt; 0: the proxy ranks "
+      "cells as the damage does), with the bootstrap interval over prompts.</p>\n"
+      "<table class=\"summary\">\n<tr><th>proxy \\ target</th>",
+      Escape(table.source()));
+  for (const std::string& t : targets) html += fmt::format("<th>{}</th>", Escape(t));
+  html += "</tr>\n";
+  for (const std::string& p : proxies) {
+    html += fmt::format("<tr><th>{}</th>", Escape(p));
+    for (const std::string& t : targets) html += fmt::format("<td>{}</td>", cells[{p, t}]);
+    html += "</tr>\n";
+  }
+  return html + "</table>\n";
+}
+
 // The `all` rows whose victims were decided by a tie more than 1% of the time: their numbers
 // depend on the tie rule (issue 13), so the report names them. Empty if none or no column.
 std::string TieSensitiveCells(const CsvTable& table) {
@@ -266,7 +308,7 @@ ReportInputs CollectReportInputs(const std::vector<std::string>& paths) {
     ThrowInputError(
         "{}: no result CSV found (expected one of sweep.csv, memory.csv, "
         "recurrence.csv, paging_mrc.csv, paging_predictions.csv, serve_pool.csv, "
-        "serve_summary.csv)",
+        "serve_summary.csv, validate_spearman.csv)",
         fmt::join(paths, " "));
   }
   return inputs;
@@ -277,8 +319,14 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
   // outputs (kvsim serve) are drawn by their own module after the replay figures.
   std::vector<std::pair<CsvTable, ResultKind>> tables;
   std::vector<std::pair<CsvTable, ServingResultKind>> serving;
+  std::vector<CsvTable> validity;
   for (const auto& path : inputs.csvs) {
     CsvTable table = CsvTable::Read(path);
+    if (IsValidityTable(table)) {
+      ValidateValidity(table);
+      validity.push_back(std::move(table));
+      continue;
+    }
     if (const std::optional<ServingResultKind> s = DetectServingResultKind(table)) {
       serving.emplace_back(std::move(table), *s);
       continue;
@@ -307,6 +355,10 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
                         kind == ServingResultKind::kPool ? "pool timeline" : "summary",
                         table.num_rows());
   }
+  for (const CsvTable& table : validity) {
+    html += fmt::format("<li><code>{}</code>: validity study, {} rows</li>\n",
+                        Escape(table.source()), table.num_rows());
+  }
   html += "</ul>\n";
 
   std::string summaries;
@@ -324,6 +376,7 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
                               "Top-8 recall (mean)");
     summaries += TieSensitiveCells(table);
   }
+  for (const CsvTable& table : validity) summaries += ValidityTable(table);
   if (!summaries.empty()) html += "<h2>Summary</h2>\n" + summaries;
 
   html += "<h2>Figures</h2>\n";
@@ -342,6 +395,13 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
     std::filesystem::create_directory(dir);
     for (const PlottedFigure& figure : PlotServingResults(table, kind, dir)) {
       html += Figure(figure, table.source());
+    }
+  }
+  for (std::size_t i = 0; i < validity.size(); ++i) {
+    const std::filesystem::path dir = scratch.path() / ("validate" + std::to_string(i));
+    std::filesystem::create_directory(dir);
+    for (const PlottedFigure& figure : PlotValidity(validity[i], dir)) {
+      html += Figure(figure, validity[i].source());
     }
   }
   html += fmt::format("<footer>Generated by kvsim {}.</footer>\n</body>\n</html>\n", kVersion);

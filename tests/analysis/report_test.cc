@@ -105,6 +105,28 @@ TEST(Report, NamesTheCellsWhoseVictimsTiesDecided) {
   EXPECT_THAT(html, Not(HasSubstr("<td>h2o</td><td></td><td>64</td>")));  // 0.5% is below 1%
 }
 
+// kvsim validate's output: the overall rows as a proxy x target table, the figure embedded,
+// per-budget rows left to the figure.
+TEST(Report, ShowsTheValidityStudy) {
+  testing::TempDir dir;
+  WriteFileAtomically(dir.path() / "validate_spearman.csv",
+                      "proxy,target,group,cells,rho,oriented_rho,ci_low,ci_high\n"
+                      "mass_recall,kl,all,600,-0.851,0.851,0.841,0.862\n"
+                      "mass_recall,free_agreement,all,600,0.676,0.676,0.64,0.72\n"
+                      "mass_recall,kl,budget=4,120,-0.773,0.773,0.716,0.811\n"
+                      "cosine,kl,all,600,-0.971,0.971,0.966,0.976\n"
+                      "cosine,free_agreement,all,600,,,,\n");
+  const auto out = dir.path() / "report.html";
+  WriteReport(CollectReportInputs({dir.path().string()}), out);
+  const std::string html = ReadFileToString(out);
+  EXPECT_THAT(html, HasSubstr("<tr><th>proxy \\ target</th><th>kl</th><th>free_agreement</th>"));
+  EXPECT_THAT(html, HasSubstr("<tr><th>mass_recall</th><td>0.851 [0.84, 0.86]</td>"
+                              "<td>0.676 [0.64, 0.72]</td></tr>"));
+  EXPECT_THAT(html, HasSubstr("<tr><th>cosine</th><td>0.971 [0.97, 0.98]</td><td></td></tr>"));
+  EXPECT_THAT(html, Not(HasSubstr("0.773")));  // per-budget rows are in the figure only
+  EXPECT_THAT(html, HasSubstr("data:image/png;base64,"));
+}
+
 TEST(Report, SameInputsGiveTheSamePage) {
   testing::TempDir dir;
   WriteResults(dir.path());
