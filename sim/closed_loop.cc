@@ -33,10 +33,12 @@ class ModelRun final : public models::ForwardObserver {
   ModelRun(const models::LlamaModel& model,
            int64_t prompt_len,
            const ClosedLoopOptions& options,
-           const LayerPolicyFactory* make_policy)
+           const LayerPolicyFactory* make_policy,
+           bool measure_recall = false)
       : model_(model),
         options_(options),
         make_policy_(make_policy),
+        measure_recall_(measure_recall),
         shape_(model.config().Shape("closed-loop")),
         prompt_len_(prompt_len),
         total_len_(prompt_len + options.new_tokens),
@@ -111,7 +113,7 @@ class ModelRun final : public models::ForwardObserver {
     RowMatrixXf logits = model_.Forward(tokens, state_, this);
     last_resident_mean_ = 0.0;
     if (make_policy_ == nullptr) return logits;
-    MeasureRecall(t);
+    if (measure_recall_) MeasureRecall(t);
     int64_t resident = 0;
     for (int l = 0; l < shape_.layers; ++l) {
       LayerState& ls = layers_[static_cast<size_t>(l)];
@@ -414,6 +416,7 @@ class ModelRun final : public models::ForwardObserver {
   const models::LlamaModel& model_;
   const ClosedLoopOptions& options_;
   const LayerPolicyFactory* make_policy_;
+  bool measure_recall_;  // ClosedLoopStep's in-loop recall: the teacher-forced run only
   models::ModelShape shape_;
   int64_t prompt_len_;
   int64_t total_len_;
@@ -549,7 +552,7 @@ ClosedLoopResult RunClosedLoop(const models::LlamaModel& model,
   // Teacher-forced evicting run.
   result.steps.resize(static_cast<size_t>(steps));
   {
-    ModelRun teacher(model, n, options, &make_policy);
+    ModelRun teacher(model, n, options, &make_policy, /*measure_recall=*/true);
     teacher.Prefill(prompt);
     for (int64_t k = 0; k < steps; ++k) {
       const auto i = static_cast<size_t>(k);
