@@ -27,6 +27,7 @@ namespace kvsim::paging {
 namespace {
 
 using Pages = std::vector<uint64_t>;
+using testing::ZipfRequests;
 
 struct Replayed {
   int64_t faults = 0;
@@ -50,17 +51,6 @@ Replayed ReplayClassic(const Pages& requests, const std::string& name, int64_t k
   for (const EvictionEvent& e : events)
     run.evictions.push_back({e.index, dense.original_id[e.page]});
   return run;
-}
-
-// Zipf-like: page ranks drawn with P(r) ~ 1 / r^alpha over `pages` pages.
-Pages ZipfRequests(uint64_t seed, int n, int pages, double alpha) {
-  std::mt19937_64 rng(seed);
-  std::vector<double> weights(static_cast<size_t>(pages));
-  for (int r = 0; r < pages; ++r) weights[static_cast<size_t>(r)] = 1.0 / std::pow(r + 1.0, alpha);
-  std::discrete_distribution<int> rank(weights.begin(), weights.end());
-  Pages out;
-  for (int i = 0; i < n; ++i) out.push_back(static_cast<uint64_t>(rank(rng)) * 7 + 3);
-  return out;
 }
 
 template <class T>

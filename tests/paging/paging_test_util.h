@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -15,6 +16,17 @@
 #include "sim/paging/request_sequence.h"
 
 namespace kvsim::paging::testing {
+
+// Zipf-like object ids (rank r -> 7 r + 3): ranks drawn with P(r) ~ 1 / r^alpha over `pages`.
+inline std::vector<uint64_t> ZipfRequests(uint64_t seed, int n, int pages, double alpha) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> weights(static_cast<size_t>(pages));
+  for (int r = 0; r < pages; ++r) weights[static_cast<size_t>(r)] = 1.0 / std::pow(r + 1.0, alpha);
+  std::discrete_distribution<int> rank(weights.begin(), weights.end());
+  std::vector<uint64_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(static_cast<uint64_t>(rank(rng)) * 7 + 3);
+  return out;
+}
 
 // `steps` steps, each requesting 1..max_set distinct pages of [0, num_pages), ascending.
 inline RequestSequence RandomSequence(uint64_t seed, int steps, int num_pages, int max_set) {
