@@ -63,6 +63,18 @@ void SweepPlan::Validate() const {
   if (budgets.empty()) ThrowInputError("sweep: no budget given (--budget or 'budgets')");
   if (threads < 0) ThrowInputError("--threads {} is not valid: expected >= 0", threads);
   for (const PolicySpec& spec : policies) policies::CheckPolicy(spec.name, spec.params);
+  for (const sim::Budget& budget : budgets) {
+    if (budget.schedule == nullptr) continue;
+    // Programmatic (serving): a broken schedule is a caller's bug, not an input error.
+    KVSIM_ASSERT(
+        options.regime == sim::Regime::kBounded && budget.kind == sim::Budget::Kind::kTokens,
+        "budget '{}': a schedule needs a token budget in the bounded regime", budget.text);
+    for (const int64_t tokens : *budget.schedule) {
+      KVSIM_ASSERT(tokens >= 1 && static_cast<double>(tokens) <= budget.value,
+                   "budget '{}': schedule entry {} is outside [1, {}]", budget.text, tokens,
+                   budget.value);
+    }
+  }
 }
 
 int SweepPlan::EffectiveThreads() const {

@@ -322,6 +322,10 @@ SweepResult RunSweepOnLayers(const SweepPlan& plan,
         input.layer = l;
         input.options = plan.options;
         input.budget_tokens = budgets[cell][static_cast<size_t>(l)];
+        if (const auto& schedule = result.cells[cell].budget.schedule) {
+          input.budget_schedule = *schedule;
+          input.schedule_base = static_cast<int64_t>(result.cells[cell].budget.value);
+        }
         input.prefill = prefill.get();
         input.future = &full;
         input.logits = plan.share_logits ? &full : nullptr;

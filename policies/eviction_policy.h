@@ -134,6 +134,9 @@ struct StepView {
   QueryHistory queries;                 // visible: [0, step]
 };
 
+// Returned by LayerBudget for policies that never evict (`full`).
+inline constexpr int64_t kUnlimitedTokens = INT64_MAX / 4;
+
 // An evict phase. Streams carry attention at decode steps (the same the policy saw in OnStep) and
 // none right after prefill.
 struct EvictionRequest {
@@ -147,6 +150,11 @@ struct EvictionRequest {
   std::span<const int64_t> min_victims;
   QueryHistory queries;                            // visible: [0, step]
   const sim::PrefillAttention* prefill = nullptr;  // this layer's prompt statistics
+  // The uniform budget in force now when it changes over time (a serving pool's share,
+  // sim::Budget::schedule): budget_tokens already follows it; a policy that enforces its budget
+  // in other units (MiKV's bytes) caps them at this many full-precision tokens' worth.
+  // kUnlimitedTokens otherwise.
+  int64_t budget_cap_tokens = kUnlimitedTokens;
 };
 
 // Inputs of the cross-layer budget plan (hook 2).
@@ -158,9 +166,6 @@ struct BudgetPlanView {
   // layer_stats[l] = what PrefillLayerStats returned for layer l.
   std::span<const std::vector<double>> layer_stats;
 };
-
-// Returned by LayerBudget for policies that never evict (`full`).
-inline constexpr int64_t kUnlimitedTokens = INT64_MAX / 4;
 
 class EvictionPolicy {
  public:

@@ -96,6 +96,11 @@ class MiKvPolicy final : public EvictionPolicy {
 
   void SelectVictims(const EvictionRequest& request,
                      std::span<sim::EvictionDecision> decisions) override {
+    // A serving pool's current share (sim::Budget::schedule) caps the byte budget.
+    const int64_t budget_bytes =
+        request.budget_cap_tokens < kUnlimitedTokens / full_token_bytes_
+            ? std::min(budget_bytes_, request.budget_cap_tokens * full_token_bytes_)
+            : budget_bytes_;
     for (const StreamView& stream : request.streams) {
       const auto s = static_cast<size_t>(stream.stream);
       const sim::KvCache& cache = *stream.cache;
@@ -105,7 +110,7 @@ class MiKvPolicy final : public EvictionPolicy {
       // without the window new tokens would always be the first to go.
       const int64_t n = cache.size();
       const int64_t fit_low =
-          budget_bytes_ >= kUnlimitedTokens ? n : budget_bytes_ / low_token_bytes_;
+          budget_bytes >= kUnlimitedTokens ? n : budget_bytes / low_token_bytes_;
       const int64_t evict = std::max<int64_t>(request.min_victims[s], n - fit_low);
       std::vector<int64_t>& victims = decisions[s].victims;
       if (evict > 0) {
@@ -123,9 +128,9 @@ class MiKvPolicy final : public EvictionPolicy {
       // 2. The high-precision tokens the remaining bytes pay for.
       const int64_t survivors = n - static_cast<int64_t>(victims.size());
       const int64_t capacity =
-          budget_bytes_ >= kUnlimitedTokens
+          budget_bytes >= kUnlimitedTokens
               ? survivors
-              : std::max<int64_t>(0, (budget_bytes_ - survivors * low_token_bytes_) /
+              : std::max<int64_t>(0, (budget_bytes - survivors * low_token_bytes_) /
                                          (full_token_bytes_ - low_token_bytes_));
       std::vector<int64_t> high;  // resident full-precision survivors, position order
       for (const sim::CacheEntry& e : cache.entries()) {

@@ -3,8 +3,10 @@
 // plain values shared by the replay engine, the policies and the sweep; every field has a default
 // that matches the official codes' common case (see sim/README.md, "Semantics").
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kvsim::sim {
 
@@ -20,6 +22,14 @@ struct Budget {
   Kind kind = Kind::kTokens;
   double value = 0.0;  // tokens (an integer >= 1), a fraction in (0, 1] or bytes (>= 1)
   std::string text;    // as given, e.g. "0.25p"; the sweep CSV's `budget` column
+  // Optional, set only by code (the serving simulation, issue 14; no text syntax): the budget
+  // over time, in the bounded regime. Entry k caps the tokens per stream kept after the evict
+  // phase at position prompt_len - 1 + k (k = 0: the compression right after prefill); later
+  // positions keep the last entry, earlier prefill blocks the first. ResolveTokens() (the
+  // uniform budget the planning hooks see) is the budget the cell would have had unsqueezed, so
+  // REQUIRES kind == kTokens and every entry in [1, value]. A layer that the plan gives b tokens
+  // keeps max(1, floor(b * entry / value)): uniform policies keep exactly the entry.
+  std::shared_ptr<const std::vector<int64_t>> schedule;
 
   // Parses `text`; throws InputError naming `context` (e.g. "--budget"), the value and the syntax.
   static Budget Parse(std::string_view text, std::string_view context);

@@ -328,7 +328,33 @@ class LayerRun {
     policy_.OnStep(view);
   }
 
+  // The uniform budget a schedule allows at the evict phase of `step` (kUnlimitedTokens without
+  // one), and the caches' budget that follows from it.
+  int64_t ScheduledCap(int64_t step) const {
+    const std::span<const int64_t> schedule = in_.budget_schedule;
+    if (schedule.empty()) return policies::kUnlimitedTokens;
+    const int64_t k =
+        std::clamp<int64_t>(step - (prompt_len_ - 1), 0, static_cast<int64_t>(schedule.size()) - 1);
+    return schedule[static_cast<size_t>(k)];
+  }
+  int64_t ScheduledBudget(int64_t cap) const {
+    if (cap >= in_.schedule_base || in_.budget_tokens >= policies::kUnlimitedTokens) {
+      return in_.budget_tokens;
+    }
+    // b * cap / base in long double: exact for token counts below 2^32 each, which is far
+    // beyond any trace; no int64 overflow for larger ones.
+    const long double scaled = static_cast<long double>(in_.budget_tokens) *
+                               static_cast<long double>(cap) /
+                               static_cast<long double>(in_.schedule_base);
+    return std::max<int64_t>(1, static_cast<int64_t>(std::floor(scaled)));
+  }
+
   void Evict(int64_t step, bool after_prefill) {
+    const int64_t cap = ScheduledCap(step);
+    if (!in_.budget_schedule.empty()) {
+      const int64_t budget = ScheduledBudget(cap);
+      for (KvCache& cache : caches_) cache.set_budget_tokens(budget);
+    }
     for (int s = 0; s < num_streams_; ++s) {
       const KvCache& cache = caches_[static_cast<size_t>(s)];
       budgets_[static_cast<size_t>(s)] = cache.budget_tokens();
@@ -343,7 +369,8 @@ class LayerRun {
                                             .budget_tokens = budgets_,
                                             .min_victims = min_victims_,
                                             .queries = policies::QueryHistory(layer_.queries, step),
-                                            .prefill = in_.prefill};
+                                            .prefill = in_.prefill,
+                                            .budget_cap_tokens = cap};
     {
       // Ties order by the cell's rule; a random order is fixed per (seed, layer, step).
       const uint64_t tie_seed = in_.options.seed * 0x9e3779b97f4a7c15ULL ^

@@ -75,6 +75,12 @@ struct LayerReplayInput {
   const policies::FutureView* future = nullptr;
   // Optional: shared full-cache logits of this layer (see SharedLogits); null = compute q . k.
   const SharedLogits* logits = nullptr;
+  // Optional: the cell's budget over time (sim::Budget::schedule, empty = fixed) and the uniform
+  // budget its entries scale (Budget::value): at each evict phase the caches' budget is
+  // budget_tokens * entry / schedule_base (at least 1; unlimited stays unlimited) and the policy
+  // sees the entry as EvictionRequest::budget_cap_tokens.
+  std::span<const int64_t> budget_schedule = {};
+  int64_t schedule_base = 0;
 };
 
 // A conversation turn's first position (trace segments), as its arrival event saw it.

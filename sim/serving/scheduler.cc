@@ -156,8 +156,9 @@ class Run {
         }
         r.peak_tokens = std::max(r.peak_tokens, held);
         if (p.chunk == 0) {
-          r.mean_budget_tokens +=
-              static_cast<double>(std::min(s.allowance - 1, s.prompt_len + s.decode_len));
+          const int64_t budget = std::min(s.allowance - 1, s.prompt_len + s.decode_len);
+          r.mean_budget_tokens += static_cast<double>(budget);
+          r.decode_budgets.push_back(budget);
         }
       }
       const double dt = IterationSeconds(cost_, shape_, work);

@@ -79,6 +79,11 @@ struct RequestRecord {
   // much the replay at min_budget_tokens understates what it had (0 before any decode).
   double mean_budget_tokens = 0.0;
   int64_t peak_tokens = 0;  // most tokens per (layer, KV head) it held at once
+  // Its budget at each of its decode steps, in order: allowance - 1 of the iteration that
+  // decoded position prompt_len + k, capped at its trace's length. The replay keeps entry k after
+  // the evict phase of position prompt_len - 1 + k, so that position prompt_len + k attends over
+  // at most the allowance's tokens, as the pool held them (sim::Budget::schedule).
+  std::vector<int64_t> decode_budgets;
 };
 
 // The pool after one iteration (and the request counts then).

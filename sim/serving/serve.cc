@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <tuple>
 
@@ -44,7 +45,7 @@ CellSummary Summarize(const ServingCell& cell) {
   CellSummary s;
   const ScheduleResult& r = cell.schedule;
   std::vector<double> latency, ttft, tpot, queue;
-  double recall_sum = 0.0, recall_at_mean_sum = 0.0, time_in_system = 0.0;
+  double recall_sum = 0.0, recall_at_min_sum = 0.0, time_in_system = 0.0;
   int64_t recall_n = 0, tokens = 0;
   for (size_t i = 0; i < r.requests.size(); ++i) {
     const RequestRecord& q = r.requests[i];
@@ -66,7 +67,7 @@ CellSummary Summarize(const ServingCell& cell) {
     time_in_system += q.finish_s - q.arrival_s;
     if (!std::isnan(cell.quality[i].mass_recall_mean)) {
       recall_sum += cell.quality[i].mass_recall_mean;
-      recall_at_mean_sum += cell.quality_at_mean[i].mass_recall_mean;
+      recall_at_min_sum += cell.quality_at_min[i].mass_recall_mean;
       ++recall_n;
     }
   }
@@ -82,8 +83,8 @@ CellSummary Summarize(const ServingCell& cell) {
   s.peak_bytes = r.peak_allocated_bytes;
   s.peak_time_s = r.peak_time_s;
   s.mean_recall = recall_n > 0 ? recall_sum / static_cast<double>(recall_n) : kNaN;
-  s.mean_recall_at_mean_budget =
-      recall_n > 0 ? recall_at_mean_sum / static_cast<double>(recall_n) : kNaN;
+  s.mean_recall_at_min_budget =
+      recall_n > 0 ? recall_at_min_sum / static_cast<double>(recall_n) : kNaN;
   double frag = 0.0, in_system = 0.0;
   for (const PoolSample& x : r.timeline) {
     frag += static_cast<double>(x.fragmentation_bytes) * x.iteration_s;
@@ -171,46 +172,67 @@ ServingResult RunServing(const ServingScenario& scenario) {
     });
   });
 
-  // Open-loop quality: one replay per distinct (policy, trace, budget), through the sweep.
-  std::map<std::tuple<size_t, int, int64_t>, ReplayQuality> quality;
-  const auto clamp = [&](const RequestRecord& q, int64_t budget) {
-    return std::max<int64_t>(
-        1, std::min<int64_t>(budget, metas[static_cast<size_t>(q.trace)].total_len));
+  // Open-loop quality through the sweep engine: each request under the budgets it had at each
+  // decode step (its decode_budgets as a sim::Budget::schedule), and at the smallest of them (a
+  // conservative bound). Distinct replays run once per (policy, trace): a replay is its planned
+  // budget (the policy's own, at most the trace length) and its schedule (empty: fixed).
+  using ReplayKey = std::pair<int64_t, std::vector<int64_t>>;
+  std::vector<std::vector<std::map<ReplayKey, ReplayQuality>>> quality(
+      scenario.policies.size(), std::vector<std::map<ReplayKey, ReplayQuality>>(metas.size()));
+  const auto total_len = [&](const RequestRecord& q) {
+    return metas[static_cast<size_t>(q.trace)].total_len;
   };
-  const auto replay_budget = [&](const RequestRecord& q) { return clamp(q, q.min_budget_tokens); };
-  // The mean budget rounded to whole blocks, so that requests share replays.
-  const auto mean_budget = [&](const RequestRecord& q) {
-    if (q.decode_tokens == 0) return replay_budget(q);
-    const int64_t b = scenario.block_tokens;
-    const int64_t blocks = std::llround(q.mean_budget_tokens / static_cast<double>(b));
-    return clamp(q, blocks * b);
+  const auto planned = [&](size_t p, const RequestRecord& q) {
+    const int64_t own = shapes[p][static_cast<size_t>(q.trace)].policy_budget_tokens;
+    return std::clamp<int64_t>(own, 1, total_len(q));
+  };
+  const auto exact_key = [&](size_t p, const RequestRecord& q) {
+    const int64_t base = planned(p, q);
+    std::vector<int64_t> schedule;
+    for (const int64_t b : q.decode_budgets) schedule.push_back(std::clamp<int64_t>(b, 1, base));
+    if (std::all_of(schedule.begin(), schedule.end(), [&](int64_t b) { return b == base; })) {
+      schedule.clear();
+    }
+    return ReplayKey{base, std::move(schedule)};
+  };
+  const auto bound_key = [&](const RequestRecord& q) {
+    return ReplayKey{std::clamp<int64_t>(q.min_budget_tokens, 1, total_len(q)), {}};
   };
   for (size_t c = 0; c < result.cells.size(); ++c) {
+    const size_t p = c / per_policy;
     for (const RequestRecord& q : result.cells[c].schedule.requests) {
       if (q.rejected) continue;
-      quality[{c / per_policy, q.trace, replay_budget(q)}] = {};
-      quality[{c / per_policy, q.trace, mean_budget(q)}] = {};
+      quality[p][static_cast<size_t>(q.trace)][exact_key(p, q)] = {};
+      quality[p][static_cast<size_t>(q.trace)][bound_key(q)] = {};
     }
   }
   for (size_t p = 0; p < scenario.policies.size(); ++p) {
     for (size_t t = 0; t < metas.size(); ++t) {
+      std::map<ReplayKey, ReplayQuality>& replays = quality[p][t];
+      if (replays.empty()) continue;
       analysis::SweepPlan plan;
       plan.traces = {scenario.traces[t]};
       plan.policies = {scenario.policies[p]};
-      for (const auto& [key, value] : quality) {
-        if (std::get<0>(key) == p && std::get<1>(key) == static_cast<int>(t)) {
-          plan.budgets.push_back(
-              sim::Budget::Parse(std::to_string(std::get<2>(key)), "replay budget"));
+      std::vector<ReplayQuality*> slots;  // by budget label
+      for (auto& [key, value] : replays) {
+        sim::Budget budget;
+        budget.kind = sim::Budget::Kind::kTokens;
+        budget.value = static_cast<double>(key.first);
+        budget.text = std::to_string(slots.size());  // a label: rows come back by it
+        if (!key.second.empty()) {
+          budget.schedule = std::make_shared<const std::vector<int64_t>>(key.second);
         }
+        plan.budgets.push_back(std::move(budget));
+        value.budget_tokens = key.second.empty() ? key.first : -1;
+        slots.push_back(&value);
       }
-      if (plan.budgets.empty()) continue;
       plan.options.seed = scenario.seed;
       plan.threads = scenario.threads;
+      plan.keep_ledgers = false;
       const analysis::SweepResult sweep = analysis::RunSweep(plan);
       for (const analysis::ResultRow& row : sweep.table.rows()) {
         if (row.layer != "all") continue;
-        ReplayQuality& q = quality.at({p, static_cast<int>(t), std::stoll(row.budget)});
-        q.budget_tokens = std::stoll(row.budget);
+        ReplayQuality& q = *slots.at(static_cast<size_t>(std::stoll(row.budget)));
         q.mass_recall_mean = row.mass_recall.mean;
         q.mass_recall_p5 = row.mass_recall.p5;
         q.cosine_mean = row.cosine.mean;
@@ -220,12 +242,12 @@ ServingResult RunServing(const ServingScenario& scenario) {
   }
   for (size_t c = 0; c < result.cells.size(); ++c) {
     ServingCell& cell = result.cells[c];
+    const size_t p = c / per_policy;
     for (const RequestRecord& q : cell.schedule.requests) {
       const ReplayQuality none{-1, kNaN, kNaN, kNaN, kNaN};
-      cell.quality.push_back(q.rejected ? none
-                                        : quality.at({c / per_policy, q.trace, replay_budget(q)}));
-      cell.quality_at_mean.push_back(
-          q.rejected ? none : quality.at({c / per_policy, q.trace, mean_budget(q)}));
+      const auto& replays = quality[p][static_cast<size_t>(q.trace)];
+      cell.quality.push_back(q.rejected ? none : replays.at(exact_key(p, q)));
+      cell.quality_at_min.push_back(q.rejected ? none : replays.at(bound_key(q)));
     }
     cell.summary = Summarize(cell);
   }

@@ -2,10 +2,10 @@
 // Runs a serving scenario: for every cell (policy x rate x capacity) the schedule is simulated on
 // token counts (scheduler.h), in parallel over cells (TBB; each cell owns its result slot, so
 // the output is identical for any thread count). Then every request's open-loop attention
-// metrics are measured by replaying its trace with its policy at the smallest budget it ran
-// under (RequestRecord::min_budget_tokens: a conservative bound when the pool's share changed
-// over its life), through the same sweep engine as `kvsim replay`; distinct (trace, policy,
-// budget) replays are run once and shared.
+// metrics are measured by replaying its trace with its policy under the budget it had at each
+// decode step (RequestRecord::decode_budgets, a sim::Budget::schedule), through the same sweep
+// engine as `kvsim replay`; and once more at the smallest budget it ran under, a conservative
+// bound. Identical replays are run once and shared.
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -19,7 +19,7 @@ namespace kvsim::serving {
 
 // Open-loop attention metrics of one replay (the `all` row of its sweep.csv cell).
 struct ReplayQuality {
-  int64_t budget_tokens = 0;  // replayed budget per (layer, KV head)
+  int64_t budget_tokens = 0;  // replayed fixed budget per (layer, KV head); -1 for a schedule
   double mass_recall_mean = 0.0;
   double mass_recall_p5 = 0.0;
   double cosine_mean = 0.0;
@@ -41,9 +41,9 @@ struct CellSummary {
   int64_t preemptions = 0;
   int64_t peak_bytes = 0;  // allocated (used + fragmentation)
   double peak_time_s = 0.0;
-  double mean_fragmentation_bytes = 0.0;    // time-weighted over iterations
-  double mean_recall = 0.0;                 // mass_recall_mean over completed requests
-  double mean_recall_at_mean_budget = 0.0;  // the same, each replayed at its mean budget
+  double mean_fragmentation_bytes = 0.0;   // time-weighted over iterations
+  double mean_recall = 0.0;                // mass_recall_mean over completed requests
+  double mean_recall_at_min_budget = 0.0;  // the same, each replayed at its smallest budget
   // Little's law: time-averaged requests in system (iteration samples) vs arrival rate x mean
   // time in system, both over [0, end_s].
   double little_l = 0.0;
@@ -56,9 +56,10 @@ struct ServingCell {
   int64_t capacity_bytes = 0;
   OnFull on_full = OnFull::kQueue;  // as run (evict falls back to recompute for full)
   ScheduleResult schedule;
-  std::vector<ReplayQuality> quality;  // per request at its smallest budget (rejected: NaN)
-  // Per request, replayed at its mean budget rounded to whole blocks: an estimate, not a bound.
-  std::vector<ReplayQuality> quality_at_mean;
+  // Per request (rejected: NaN): under the budgets it had at each decode step, and at the
+  // smallest of them (a conservative bound).
+  std::vector<ReplayQuality> quality;
+  std::vector<ReplayQuality> quality_at_min;
   CellSummary summary;
 };
 

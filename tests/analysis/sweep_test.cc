@@ -5,6 +5,7 @@
 
 #include <array>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "analysis/csv.h"
@@ -187,6 +188,37 @@ TEST(Sweep, TieShareFlagsTheCellsWhoseResultTheTieRuleDecides) {
     some_differ |= a[i].tie_victims > 0 && a[i].mass_recall.mean != b[i].mass_recall.mean;
   }
   EXPECT_TRUE(some_differ) << "the tie rule changed no tied cell";
+}
+
+// A budget schedule whose entries are all c behaves as the fixed budget c for a policy with a
+// uniform plan (MiKV: its byte budget capped at c tokens' worth): the same victims at every
+// phase, so the same rows bit for bit. A schedule that dips below c in the middle changes them.
+TEST(Sweep, ConstantBudgetScheduleEqualsTheFixedBudget) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 40, 64, 29);
+  const auto row_of = [&](const std::string& policy, sim::Budget budget) {
+    SweepPlan plan;
+    plan.policies = {{policy, {}}};
+    plan.budgets = {std::move(budget)};
+    plan.threads = 1;
+    return RunSweepOnTrace(plan, trace, "t.h5").table.rows().back();
+  };
+  const auto scheduled = [](std::vector<int64_t> entries) {
+    sim::Budget b = sim::Budget::Parse("12", "t");
+    b.schedule = std::make_shared<const std::vector<int64_t>>(std::move(entries));
+    return b;
+  };
+  for (const char* policy : {"h2o", "tova", "snapkv", "streaming", "random", "mikv"}) {
+    const ResultRow fixed = row_of(policy, sim::Budget::Parse("7", "t"));
+    const ResultRow constant = row_of(policy, scheduled(std::vector<int64_t>(24, 7)));
+    EXPECT_EQ(constant.mass_recall.mean, fixed.mass_recall.mean) << policy;
+    EXPECT_EQ(constant.cosine.mean, fixed.cosine.mean) << policy;
+    EXPECT_EQ(constant.resident_tokens_mean, fixed.resident_tokens_mean) << policy;
+    std::vector<int64_t> dip(24, 7);
+    for (size_t k = 8; k < 16; ++k) dip[k] = 3;
+    const ResultRow dipped = row_of(policy, scheduled(dip));
+    EXPECT_LT(dipped.resident_tokens_mean, fixed.resident_tokens_mean) << policy;
+    EXPECT_NE(dipped.mass_recall.mean, fixed.mass_recall.mean) << policy;
+  }
 }
 
 TEST(Sweep, WritesCsvAndJsonMetadata) {

@@ -113,6 +113,10 @@ TEST(Scheduler, TwoRequestEvictEqualShares) {
   ExpectTime(5.0, r.requests[1].finish_s, "B finish");
   EXPECT_EQ(r.requests[0].min_budget_tokens, 3);  // 2 blocks x 2 tokens - 1
   EXPECT_EQ(r.requests[1].min_budget_tokens, 3);
+  // The budget at each decode step: A shares with B throughout ([1,4)); B runs alone in [4,5),
+  // where its 4 blocks hold 8 tokens, more than its 6-token trace (capped at 6).
+  EXPECT_EQ(r.requests[0].decode_budgets, (std::vector<int64_t>{3, 3, 3}));
+  EXPECT_EQ(r.requests[1].decode_budgets, (std::vector<int64_t>{3, 3, 6}));
   EXPECT_EQ(r.requests[0].preemptions + r.requests[1].preemptions, 0);
   for (const PoolSample& x : r.timeline) EXPECT_LE(x.used_bytes + x.fragmentation_bytes, 32);
 }

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <memory>
 
 #include "analysis/csv.h"
 #include "analysis/plot_serving.h"
@@ -92,6 +94,55 @@ ServingScenario Sweep(const TempDir& dir, int threads) {
 }
 
 std::string Slurp(const std::filesystem::path& p) { return ReadFileToString(p); }
+
+// Under `evict` a request's budget follows the pool's share step by step. Its metrics come from
+// a replay under exactly those budgets: the same rows as a sweep given its decode_budgets as a
+// schedule, and, for streaming (sinks + the newest tokens: a larger budget keeps a superset at
+// every step), between the replays at its smallest budget and at the policy's own budget.
+TEST(Serve, SqueezedRequestsAreReplayedUnderTheBudgetsTheyHad) {
+  TempDir dir;
+  ServingScenario s;
+  s.traces = {WriteTrace(dir, "a.h5", 24, 56, 7)};
+  s.policies = {{"streaming", {}}};
+  s.budget = "40";
+  s.rates = {200.0};
+  s.capacities_bytes = {24 * 1024};  // 12 block rows of 16 tokens
+  s.block_tokens = 4;
+  s.workload.num_requests = 8;
+  s.scheduler.on_full = OnFull::kEvict;
+  s.scheduler.min_budget_tokens = 4;
+  s.threads = 1;
+  s.Validate("t");
+  const ServingResult r = RunServing(s);
+  ASSERT_EQ(r.cells.size(), 1u);
+  const ServingCell& cell = r.cells[0];
+  const double own = ReplayAllRow(s.traces[0], "streaming", "40").mass_recall.mean;
+  int varied = 0;
+  for (size_t i = 0; i < cell.schedule.requests.size(); ++i) {
+    const RequestRecord& q = cell.schedule.requests[i];
+    ASSERT_FALSE(q.rejected);
+    ASSERT_EQ(q.decode_budgets.size(), 32u);
+    const double exact = cell.quality[i].mass_recall_mean;
+    const double at_min = cell.quality_at_min[i].mass_recall_mean;
+    EXPECT_LE(at_min, exact + 1e-12) << i;
+    EXPECT_LE(exact, own + 1e-12) << i;
+    const auto [lo, hi] = std::minmax_element(q.decode_budgets.begin(), q.decode_budgets.end());
+    if (*lo == *hi) continue;
+    ++varied;
+    analysis::SweepPlan plan;
+    plan.traces = s.traces;
+    plan.policies = s.policies;
+    sim::Budget budget = sim::Budget::Parse("40", "t");
+    budget.schedule = std::make_shared<const std::vector<int64_t>>(q.decode_budgets);
+    plan.budgets = {budget};
+    plan.threads = 1;
+    const analysis::ResultRow row = analysis::RunSweep(plan).table.rows().back();
+    EXPECT_EQ(exact, row.mass_recall.mean) << i;
+    EXPECT_EQ(cell.quality[i].top8_recall, row.top_recall_mean[1]) << i;
+    EXPECT_LT(at_min, exact) << i;  // more budget at some steps: strictly more mass here
+  }
+  EXPECT_GE(varied, 2);  // the scenario does squeeze requests unevenly
+}
 
 TEST(Serve, OutputsIdenticalForAnyThreadCount) {
   TempDir dir;

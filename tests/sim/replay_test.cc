@@ -58,6 +58,7 @@ class SpyPolicy : public EvictionPolicy {
                      std::span<EvictionDecision> decisions) override {
     calls.push_back(std::string(request.after_prefill ? "select prefill" : "select ") +
                     (request.after_prefill ? "" : std::to_string(request.step)));
+    caps.push_back(request.budget_cap_tokens);
     for (const StreamView& s : request.streams) {
       const std::vector<int64_t> positions = s.cache->SortedPositions();
       const auto count = request.min_victims[static_cast<size_t>(s.stream)];
@@ -69,6 +70,7 @@ class SpyPolicy : public EvictionPolicy {
     if (stream == 0) calls.push_back("evicted " + std::to_string(positions.size()));
   }
   std::vector<std::string> calls;
+  std::vector<int64_t> caps;  // EvictionRequest::budget_cap_tokens per evict phase
 };
 
 class RecordingObserver : public ReplayObserver {
@@ -124,6 +126,41 @@ TEST(Replay, BoundedRegimeAttendsOverBudgetPlusOneThenEvicts) {
   EXPECT_EQ(observer.outputs_rows, 4);
   EXPECT_EQ(result.resident_tokens_peak, 6);
   EXPECT_DOUBLE_EQ(result.resident_tokens_mean, 6.0);
+}
+
+// A budget schedule (serving pools): entry k caps the cache after the evict phase at position
+// prompt_len - 1 + k, so position prompt_len + k attends over at most entry k + 1 tokens; a
+// cache already below the entry keeps what it has (evicted tokens never come back).
+TEST(Replay, BudgetScheduleCapsEachEvictPhase) {
+  const traces::Trace trace = RandomTrace(TinyShape(), 10, 16, 2);
+  PrefillAttention prefill(trace.layer(0), 10);
+  const std::vector<int64_t> schedule = {5, 3, 3, 4, 2, 5};
+  SpyPolicy spy;
+  RecordingObserver observer;
+  LayerReplayInput input = Input(trace, prefill, 5);
+  input.budget_schedule = schedule;
+  input.schedule_base = 5;
+  ReplayLayer(input, spy, &observer);
+  // Attend at 10..15 over entry + 1, except where the cache was already smaller: at 13 (4 kept
+  // at 12, budget 4: 4 + 1) and 15 (2 kept at 13, budget 5 at 14: 2 + 1 + 1).
+  EXPECT_EQ(observer.sizes, (std::vector<int64_t>{6, 4, 4, 5, 3, 4}));
+  // The policy sees the entry in force; the last phase (15) keeps the last entry.
+  EXPECT_EQ(spy.caps, (std::vector<int64_t>{5, 3, 3, 4, 2, 5, 5}));
+}
+
+// A layer that the plan gave b tokens keeps floor(b * entry / base), at least 1 (PyramidKV-style
+// layer budgets shrink in proportion with the pool's share).
+TEST(Replay, BudgetScheduleScalesAPlannedLayerBudget) {
+  const traces::Trace trace = RandomTrace(TinyShape(), 10, 16, 2);
+  PrefillAttention prefill(trace.layer(0), 10);
+  const std::vector<int64_t> schedule = {4, 2, 3, 1, 4, 4};  // budgets 6, 3, 4, 1, 6, 6
+  SpyPolicy spy;
+  RecordingObserver observer;
+  LayerReplayInput input = Input(trace, prefill, 6);
+  input.budget_schedule = schedule;
+  input.schedule_base = 4;
+  ReplayLayer(input, spy, &observer);
+  EXPECT_EQ(observer.sizes, (std::vector<int64_t>{7, 4, 5, 2, 3, 4}));
 }
 
 TEST(Replay, EvictBeforeAttendMeasuresSurvivorsOnly) {
