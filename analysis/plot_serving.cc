@@ -41,6 +41,14 @@ PlottedFigure Render(GnuplotFigure figure, std::string title, const std::filesys
           dir / (figure.name + ".dat")};
 }
 
+// A category column that older serve_pool.csv files (before quantized tiers) do not have: 0.
+double OptionalBytes(const CsvTable& t, size_t row, const char* column) {
+  if (!t.HasColumn(column)) return 0.0;
+  const double v = t.Number(row, t.Column(column));
+  if (v < 0.0) ThrowInputError("{}:{}: column '{}' is negative", t.source(), t.Line(row), column);
+  return v;
+}
+
 std::vector<PlottedFigure> PoolFigures(const CsvTable& t, const std::filesystem::path& dir) {
   t.RequireColumns({"policy", "params", "rate_per_s", "capacity_bytes", "on_full", "time_s",
                     "kv_full_bytes", "fragmentation_bytes", "swapped_bytes"});
@@ -65,20 +73,24 @@ std::vector<PlottedFigure> PoolFigures(const CsvTable& t, const std::filesystem:
     const auto [begin, end] = cells[i];
     const double capacity = t.Number(begin, t.Column("capacity_bytes"));
     const auto [div, unit] = Unit(capacity);
+    // Stacked by the ledger's categories (quantized tiers appear with KIVI), then fragmentation.
     std::string data = fmt::format(
-        "# series: {}\n# columns: time_s kv_full used_plus_fragmentation "
-        "swapped ({})\n",
+        "# series: {}\n# columns: time_s kv_full plus_kv_quantized plus_quant_metadata "
+        "plus_fragmentation swapped ({})\n",
         CellLabel(t, begin), unit);
     double peak = -1.0, peak_t = 0.0;
     for (size_t r = begin; r < end; ++r) {
-      const double used = t.Number(r, t.Column("kv_full_bytes"));
-      const double alloc = used + t.Number(r, t.Column("fragmentation_bytes"));
+      const double full = t.Number(r, t.Column("kv_full_bytes"));
+      const double quantized = full + OptionalBytes(t, r, "kv_quantized_bytes");
+      const double metadata = quantized + OptionalBytes(t, r, "quant_metadata_bytes");
+      const double alloc = metadata + t.Number(r, t.Column("fragmentation_bytes"));
       const double time = t.Number(r, t.Column("time_s"));
       if (alloc > peak) {
         peak = alloc;
         peak_t = time;
       }
-      data += fmt::format("{} {} {} {}\n", Num(time), Num(used / div), Num(alloc / div),
+      data += fmt::format("{} {} {} {} {} {}\n", Num(time), Num(full / div), Num(quantized / div),
+                          Num(metadata / div), Num(alloc / div),
                           Num(t.Number(r, t.Column("swapped_bytes")) / div));
     }
     GnuplotFigure f;
@@ -91,15 +103,18 @@ std::vector<PlottedFigure> PoolFigures(const CsvTable& t, const std::filesystem:
         "set arrow from graph 0, first {cap} to graph 1, first {cap} nohead dt 2 lc rgb "
         "\"#555555\"\n"
         "set label \" capacity\" at graph 0, first {cap} left offset 0,0.6 tc rgb \"#555555\"\n"
-        "plot DATA u 1:2 with filledcurves y1=0 lc rgb \"{c0}\" title \"kv_full (used)\", \\\n"
-        "     DATA u 1:2:3 with filledcurves lc rgb \"{c1}\" title \"internal fragmentation\", "
+        "plot DATA u 1:2 with filledcurves y1=0 lc rgb \"{c0}\" title \"kv_full\", \\\n"
+        "     DATA u 1:2:3 with filledcurves lc rgb \"{c3}\" title \"kv_quantized\", \\\n"
+        "     DATA u 1:3:4 with filledcurves lc rgb \"{c4}\" title \"quant_metadata\", \\\n"
+        "     DATA u 1:4:5 with filledcurves lc rgb \"{c1}\" title \"internal fragmentation\", "
         "\\\n"
-        "     DATA u 1:4 with lines lw 2 lc rgb \"{c2}\" title \"swapped to host\", \\\n"
+        "     DATA u 1:6 with lines lw 2 lc rgb \"{c2}\" title \"swapped to host\", \\\n"
         "     '-' u 1:2 with points pt 7 ps 1.5 lc rgb \"#000000\" title {peak}\n"
         "{pt} {pv}\ne\n",
         fmt::arg("title", GnuplotString(CellLabel(t, begin))), fmt::arg("unit", unit),
         fmt::arg("ymax", Num(capacity / div * 1.12)), fmt::arg("cap", Num(capacity / div)),
         fmt::arg("c0", kPalette[0]), fmt::arg("c1", kPalette[1]), fmt::arg("c2", kPalette[2]),
+        fmt::arg("c3", kPalette[3]), fmt::arg("c4", kPalette[4]),
         fmt::arg("peak", GnuplotString(
                              fmt::format("peak {:.3g} {} at {:.3g} s", peak / div, unit, peak_t))),
         fmt::arg("pt", Num(peak_t)), fmt::arg("pv", Num(peak / div)));

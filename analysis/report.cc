@@ -184,6 +184,43 @@ std::string SummaryTable(const CsvTable& table,
 }
 
 // The overall rows of a validate_spearman.csv: proxies x targets, "rho [low, high]".
+// serve_summary.csv as a table: what each (policy, rate, capacity) cell delivered and lost.
+std::string ServingSummaryTable(const CsvTable& table) {
+  table.RequireColumns({"policy", "params", "rate_per_s", "capacity_bytes", "on_full",
+                        "output_tokens_per_s", "latency_p95_s", "peak_bytes", "preemptions",
+                        "mean_recall"});
+  const auto number = [&](std::size_t r, const char* column, const char* format) {
+    const std::optional<double> v = table.OptionalNumber(r, table.Column(column));
+    return v ? fmt::format(fmt::runtime(format), *v) : std::string("-");
+  };
+  const bool has_bound = table.HasColumn("mean_recall_at_min_budget");
+  std::string html = fmt::format(
+      "<h3>Serving</h3>\n<p>From <code>{}</code>: throughput and latency in simulated time, the "
+      "pool's peak, and the mean attention-mass recall of completed requests, each replayed "
+      "under the budget it had at every decode step{}.</p>\n<table class=\"summary\">\n"
+      "<tr><th>policy</th><th>rate/s</th><th>capacity (B)</th><th>reaction</th>"
+      "<th>output tokens/s</th><th>p95 latency (s)</th><th>peak (B)</th><th>preemptions</th>"
+      "<th>mean recall</th>{}</tr>\n",
+      Escape(table.source()),
+      has_bound ? " (and, as a conservative bound, at its smallest budget)" : "",
+      has_bound ? "<th>at smallest budget</th>" : "");
+  for (std::size_t r = 0; r < table.num_rows(); ++r) {
+    const std::string& params = table.Text(r, table.Column("params"));
+    html += fmt::format(
+        "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td>{}</tr>\n",
+        Escape(table.Text(r, table.Column("policy"))),
+        params.empty() ? "" : " (" + Escape(params) + ")",
+        Escape(table.Text(r, table.Column("rate_per_s"))),
+        Escape(table.Text(r, table.Column("capacity_bytes"))),
+        Escape(table.Text(r, table.Column("on_full"))), number(r, "output_tokens_per_s", "{:.0f}"),
+        number(r, "latency_p95_s", "{:.3f}"), number(r, "peak_bytes", "{:.0f}"),
+        number(r, "preemptions", "{:.0f}"), number(r, "mean_recall", "{:.3f}"),
+        has_bound ? "<td>" + number(r, "mean_recall_at_min_budget", "{:.3f}") + "</td>" : "");
+  }
+  return html + "</table>\n";
+}
+
 std::string ValidityTable(const CsvTable& table) {
   std::vector<std::string> proxies, targets;
   std::map<std::pair<std::string, std::string>, std::string> cells;
@@ -377,6 +414,9 @@ void WriteReport(const ReportInputs& inputs, const std::filesystem::path& out_ht
     summaries += TieSensitiveCells(table);
   }
   for (const CsvTable& table : validity) summaries += ValidityTable(table);
+  for (const auto& [table, kind] : serving) {
+    if (kind == ServingResultKind::kSummary) summaries += ServingSummaryTable(table);
+  }
   if (!summaries.empty()) html += "<h2>Summary</h2>\n" + summaries;
 
   html += "<h2>Figures</h2>\n";

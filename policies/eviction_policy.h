@@ -214,6 +214,13 @@ class EvictionPolicy {
   virtual std::optional<sim::KvTierBytes> TierBytes(std::span<const StreamView> /*streams*/) const {
     return std::nullopt;
   }
+  // The same for one stream of a policy that keeps every token (no eviction) after an evict
+  // phase with `context` tokens admitted, known without replaying: the serving pool charges a
+  // sequence this (sim/serving). Default (nullopt): context x the full-precision price. KIVI
+  // overrides it; tests/policies check it against TierBytes step by step.
+  virtual std::optional<sim::KvTierBytes> KeepAllStreamBytes(int64_t /*context*/) const {
+    return std::nullopt;
+  }
   // True: the engine runs an evict phase at every decode step in Regime::kPrefill too (KIVI
   // quantizes tokens as they leave its residual window; nothing is required to leave).
   virtual bool ActsEveryStep() const { return false; }

@@ -12,6 +12,7 @@
 //
 // KIVI acts at every decode step in both regimes (ActsEveryStep). No token budget (card 3 (e)):
 // LayerBudget is unlimited and memory is fixed by (bits, group_size, residual).
+#include <algorithm>
 #include <map>
 #include <memory>
 
@@ -82,23 +83,36 @@ class KiviPolicy final : public EvictionPolicy {
   }
 
   std::optional<sim::KvTierBytes> TierBytes(std::span<const StreamView> streams) const override {
+    sim::KvTierBytes bytes;
+    for (const StreamView& stream : streams) {
+      bytes +=
+          StreamBytes(stream.cache->size(), quantized_keys_[static_cast<size_t>(stream.stream)],
+                      quantized_values_[static_cast<size_t>(stream.stream)]);
+    }
+    return bytes;
+  }
+
+  // After an evict phase with n tokens, SelectVictims has quantized keys in whole residual
+  // windows (n - n mod residual) and every value but the newest `residual`.
+  std::optional<sim::KvTierBytes> KeepAllStreamBytes(int64_t context) const override {
+    return StreamBytes(context, context - context % residual_,
+                       std::max<int64_t>(0, context - residual_));
+  }
+
+ private:
+  // One stream holding n tokens, keys [0, nk) and values [0, nv) quantized.
+  sim::KvTierBytes StreamBytes(int64_t n, int64_t nk, int64_t nv) const {
     const int d = shape_.head_dim;
     const sim::KvTierBytes key_group = sim::KeyChannelGroupBytes(d, key_bits_, group_);
     const sim::KvTierBytes value_token = sim::PerTokenVectorBytes(d, value_bits_, group_);
     const int64_t fp_vector = static_cast<int64_t>(d) * shape_.kv_bytes_per_element;
     sim::KvTierBytes bytes;
-    for (const StreamView& stream : streams) {
-      const int64_t n = stream.cache->size();
-      const int64_t nk = quantized_keys_[static_cast<size_t>(stream.stream)];
-      const int64_t nv = quantized_values_[static_cast<size_t>(stream.stream)];
-      bytes.full += (n - nk + n - nv) * fp_vector;
-      bytes.quantized += nk / group_ * key_group.quantized + nv * value_token.quantized;
-      bytes.metadata += nk / group_ * key_group.metadata + nv * value_token.metadata;
-    }
+    bytes.full = (n - nk + n - nv) * fp_vector;
+    bytes.quantized = nk / group_ * key_group.quantized + nv * value_token.quantized;
+    bytes.metadata = nk / group_ * key_group.metadata + nv * value_token.metadata;
     return bytes;
   }
 
- private:
   models::ModelShape shape_;
   int key_bits_;
   int value_bits_;

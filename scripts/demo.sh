@@ -50,7 +50,7 @@ echo "[6/9] serving: 64 requests on a 1 MiB paged KV pool at 10 and 100 requests
 # The pool (about 1,600 tokens of stories260K) is shared by every running request; when it is
 # full, h2o and snapkv sequences get an equal share as their budget and evict (the full cache
 # cannot evict: it is preempted and recomputed). Latency, throughput, peak memory and recall.
-$kvsim serve --trace "$out/stories.h5" --policy full --policy h2o --policy snapkv \
+$kvsim serve --trace "$out/stories.h5" --policy full --policy h2o --policy snapkv --policy kivi \
   --rate 10 --rate 100 --capacity 1MiB --on-full evict --requests 64 --out "$out/serve"
 
 echo "[7/9] validity: how well the open-loop numbers rank the closed-loop damage on this model"

@@ -118,6 +118,7 @@ class Run {
       r.trace = requests[i].trace;
       r.arrival_s = requests[i].arrival_s;
       r.min_budget_tokens = s.policy_budget_tokens;
+      pool_.SetStreamBytes(static_cast<int64_t>(i), s.stream_bytes.get());
     }
     evict_ = config.on_full == OnFull::kEvict;
   }
@@ -135,6 +136,7 @@ class Run {
       now_ = now;
       batch_.clear();
       swap_bytes_ = 0;
+      transient_bytes_ = 0;
       Plan();
       KVSIM_ASSERT(!batch_.empty(), "scheduler made no progress at t={}", now);
       IterationWork work;
@@ -142,13 +144,16 @@ class Run {
       for (const Planned& p : batch_) {
         const Seq& s = seqs_[static_cast<size_t>(p.seq)];
         const int64_t held = pool_.tokens(p.seq);
-        work.attended_kv_bytes += held * pool_.geometry().TokenBytes();
+        work.attended_kv_bytes += pool_.BytesFor(p.seq, held).total();
         if (p.chunk == 0) {
           work.tokens += 1;
           work.attended_pairs += static_cast<double>(held);
         } else {
           work.tokens += p.chunk;
           work.attended_pairs += AttendedPairs(p.from, p.from + p.chunk, s.allowance);
+          // The chunk's K/V beside what was kept before it, down to what is kept after it.
+          const int64_t transient = std::min(p.from, s.allowance) + p.chunk - held;
+          transient_bytes_ += std::max<int64_t>(0, transient) * pool_.geometry().TokenBytes();
         }
         RequestRecord& r = result_.requests[static_cast<size_t>(p.seq)];
         if (s.allowance < policies::kUnlimitedTokens) {
@@ -178,8 +183,9 @@ class Run {
     return s.in_prefill ? s.prefilled : s.prompt_len + s.decoded;
   }
   int64_t Held(const Seq& s, int64_t context) const { return std::min(context, s.allowance); }
-  int64_t PeakRows(const Seq& s) const {
-    return pool_.geometry().RowsFor(std::min(s.prompt_len + s.decode_len, s.policy_allowance));
+  int64_t PeakRows(int64_t id) const {
+    const Seq& s = seqs_[static_cast<size_t>(id)];
+    return pool_.RowsFor(id, std::min(s.prompt_len + s.decode_len, s.policy_allowance));
   }
   static void InsertSorted(std::deque<int64_t>& q, int64_t id) {
     q.insert(std::upper_bound(q.begin(), q.end(), id), id);
@@ -190,7 +196,7 @@ class Run {
     const int64_t rows = pool_.geometry().capacity_rows;
     const bool never_fits =
         evict_ ? rows * pool_.geometry().block_tokens < config_.min_budget_tokens + 1
-               : PeakRows(s) > rows;
+               : PeakRows(static_cast<int64_t>(i)) > rows;
     if (never_fits) {
       s.state = State::kDone;
       result_.requests[i].rejected = true;
@@ -240,8 +246,9 @@ class Run {
       const int64_t need = s.in_prefill ? s.swapped_tokens : Held(s, Context(s) + 1);
       if (pool_.FreeRowsIf(id, need) < 0) break;
       swapped_.pop_front();
-      swap_bytes_ += s.swapped_tokens * pool_.geometry().TokenBytes();
-      swapped_tokens_total_ -= s.swapped_tokens;
+      const int64_t bytes = pool_.BytesFor(id, s.swapped_tokens).total();
+      swap_bytes_ += bytes;
+      swapped_bytes_total_ -= bytes;
       s.swapped_tokens = 0;
       s.state = State::kRunning;
       InsertSorted(running_, id);
@@ -265,8 +272,8 @@ class Run {
       Seq& s = seq(id);
       const int64_t chunk = std::min(s.prefill_target, left);
       if (config_.on_full == OnFull::kQueue) {
-        if (reserved_rows_ + PeakRows(s) > pool_.geometry().capacity_rows) break;
-        s.reserved_rows = PeakRows(s);
+        if (reserved_rows_ + PeakRows(id) > pool_.geometry().capacity_rows) break;
+        s.reserved_rows = PeakRows(id);
         reserved_rows_ += s.reserved_rows;
       } else if (pool_.FreeRowsIf(id, Held(s, chunk)) < 0) {
         break;
@@ -312,8 +319,9 @@ class Run {
     ++record(id).preemptions;
     if (config_.on_full == OnFull::kPreemptSwap) {
       s.swapped_tokens = pool_.tokens(id);
-      swapped_tokens_total_ += s.swapped_tokens;
-      swap_bytes_ += s.swapped_tokens * pool_.geometry().TokenBytes();
+      const int64_t bytes = pool_.BytesFor(id, s.swapped_tokens).total();
+      swapped_bytes_total_ += bytes;
+      swap_bytes_ += bytes;
       pool_.Set(id, 0);
       s.state = State::kSwapped;
       InsertSorted(swapped_, id);
@@ -378,9 +386,13 @@ class Run {
     PoolSample x;
     x.time_s = now;
     x.used_bytes = pool_.used_bytes();
+    x.kv_full_bytes = pool_.used().full;
+    x.kv_quantized_bytes = pool_.used().quantized;
+    x.quant_metadata_bytes = pool_.used().metadata;
     x.fragmentation_bytes = pool_.fragmentation_bytes();
     x.free_bytes = pool_.geometry().capacity_bytes - pool_.allocated_bytes();
-    x.swapped_bytes = swapped_tokens_total_ * pool_.geometry().TokenBytes();
+    x.swapped_bytes = swapped_bytes_total_;
+    x.prefill_transient_bytes = transient_bytes_;
     x.running = static_cast<int64_t>(running_.size());
     x.waiting = static_cast<int64_t>(waiting_.size());
     x.swapped = static_cast<int64_t>(swapped_.size());
@@ -407,7 +419,8 @@ class Run {
   std::deque<int64_t> swapped_;
   std::vector<Planned> batch_;
   int64_t swap_bytes_ = 0;
-  int64_t swapped_tokens_total_ = 0;
+  int64_t transient_bytes_ = 0;      // this iteration's prefill_transient
+  int64_t swapped_bytes_total_ = 0;  // of every swapped sequence, in host memory
   int64_t reserved_rows_ = 0;
   double now_ = 0.0;
   size_t arrived_ = 0;    // requests with arrival_s <= the last sample's time

@@ -14,6 +14,7 @@
 // A = budget + 1 (the evict-after-attend high-water mark of the replay engine). The attention
 // quality that follows from the budgets is measured afterwards (serving_metrics.h).
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,9 @@ struct SequenceShape {
   // The policy never evicts (full; kivi, charged at full precision): OnFull::kEvict cannot
   // squeeze it and falls back to kPreemptRecompute.
   bool keeps_every_token = false;
+  // What one (layer, KV head) costs by token count when the policy keeps every token in a
+  // cheaper form (KIVI; KvPool); null: full precision.
+  std::shared_ptr<const StreamBytesTable> stream_bytes = nullptr;
 };
 
 struct RequestRecord {
@@ -89,10 +93,18 @@ struct RequestRecord {
 // The pool after one iteration (and the request counts then).
 struct PoolSample {
   double time_s = 0.0;
-  int64_t used_bytes = 0;           // K/V of held tokens (kv_full)
+  // K/V of held tokens by the ledger's categories: kv_full, kv_quantized, quant_metadata.
+  int64_t used_bytes = 0;  // their sum
+  int64_t kv_full_bytes = 0;
+  int64_t kv_quantized_bytes = 0;
+  int64_t quant_metadata_bytes = 0;
   int64_t fragmentation_bytes = 0;  // allocated - used
   int64_t free_bytes = 0;           // capacity - allocated
   int64_t swapped_bytes = 0;        // in host memory (preempt-swap), not in the pool
+  // The ledger's prefill_transient: K/V of this iteration's prompt chunks beyond what their
+  // sequences keep (a chunk's tokens exist while it is prefilled, then the policy drops them to
+  // its allowance); activation memory beside the pool, not in its blocks.
+  int64_t prefill_transient_bytes = 0;
   int64_t running = 0;
   int64_t waiting = 0;  // arrived, not running, not swapped, not finished
   int64_t swapped = 0;

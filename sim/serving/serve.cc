@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "policies/eviction_policy.h"
+#include "policies/registry.h"
 #include "sim/budget.h"
 #include "traces/trace_io.h"
 
@@ -22,9 +23,25 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Policies that keep every token: the pool charges them every token at full precision (KIVI's
-// quantized bytes are not modelled by the pool yet).
+// Policies that keep every token: `evict` cannot squeeze them (full; kivi, charged its real
+// bytes by StreamBytes below).
 bool KeepsEveryToken(const std::string& policy) { return policy == "full" || policy == "kivi"; }
+
+// One (layer, KV head)'s bytes by token count for a policy that keeps every token in a cheaper
+// form (KIVI), from the policy itself; null for full precision.
+std::shared_ptr<const StreamBytesTable> StreamBytes(const analysis::PolicySpec& spec,
+                                                    const traces::TraceMeta& meta) {
+  policies::PolicySetup setup;
+  setup.shape = meta.shape;
+  setup.prompt_len = meta.prompt_len;
+  setup.total_len = meta.total_len;
+  const std::unique_ptr<policies::EvictionPolicy> policy =
+      policies::MakePolicy(spec.name, spec.params, setup);
+  if (!policy->KeepAllStreamBytes(0).has_value()) return nullptr;
+  auto table = std::make_shared<StreamBytesTable>();
+  for (int64_t t = 0; t <= meta.total_len; ++t) table->push_back(*policy->KeepAllStreamBytes(t));
+  return table;
+}
 
 // numpy's default percentile (linear between order statistics); NaN for no values.
 std::array<double, 3> Percentiles(std::vector<double> values) {
@@ -127,6 +144,7 @@ ServingResult RunServing(const ServingScenario& scenario) {
       s.decode_len = meta.decode_len();
       s.policy_budget_tokens = policies::kUnlimitedTokens;
       s.keeps_every_token = KeepsEveryToken(scenario.policies[p].name);
+      s.stream_bytes = StreamBytes(scenario.policies[p], meta);
       if (scenario.budget && !s.keeps_every_token) {
         s.policy_budget_tokens = sim::Budget::Parse(*scenario.budget, "budget")
                                      .ResolveTokens(meta.prompt_len, shape.KvBytesPerToken());

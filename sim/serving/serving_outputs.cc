@@ -112,8 +112,9 @@ void WriteServingOutputs(const std::filesystem::path& dir,
                                                          "mass_recall_mean_at_min_budget"}));
   CsvWriter pool(dir / "serve_pool.csv",
                  Header({"iteration", "time_s", "iteration_s", "kv_full_bytes",
-                         "fragmentation_bytes", "free_bytes", "swapped_bytes", "running", "waiting",
-                         "swapped", "in_system", "batch_tokens"}));
+                         "kv_quantized_bytes", "quant_metadata_bytes", "fragmentation_bytes",
+                         "free_bytes", "swapped_bytes", "prefill_transient_bytes", "running",
+                         "waiting", "swapped", "in_system", "batch_tokens"}));
   CsvWriter summary(dir / "serve_summary.csv", SummaryHeader());
   nlohmann::json cells = nlohmann::json::array();
   for (const ServingCell& cell : result.cells) {
@@ -151,10 +152,11 @@ void WriteServingOutputs(const std::filesystem::path& dir,
     for (size_t i = 0; i < cell.schedule.timeline.size(); ++i) {
       const PoolSample& x = cell.schedule.timeline[i];
       std::vector<std::string> row = key;
-      Append(row,
-             {Int(static_cast<int64_t>(i)), Num(x.time_s), Num(x.iteration_s), Int(x.used_bytes),
-              Int(x.fragmentation_bytes), Int(x.free_bytes), Int(x.swapped_bytes), Int(x.running),
-              Int(x.waiting), Int(x.swapped), Int(x.in_system), Int(x.batch_tokens)});
+      Append(row, {Int(static_cast<int64_t>(i)), Num(x.time_s), Num(x.iteration_s),
+                   Int(x.kv_full_bytes), Int(x.kv_quantized_bytes), Int(x.quant_metadata_bytes),
+                   Int(x.fragmentation_bytes), Int(x.free_bytes), Int(x.swapped_bytes),
+                   Int(x.prefill_transient_bytes), Int(x.running), Int(x.waiting), Int(x.swapped),
+                   Int(x.in_system), Int(x.batch_tokens)});
       pool.AddRow(row);
     }
     const std::vector<std::string> fields = SummaryFields(cell);

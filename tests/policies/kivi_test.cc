@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <optional>
 #include <set>
 
 #include "policy_test_util.h"
@@ -121,6 +122,48 @@ TEST(Kivi, LedgerBytesFollowTheResidualSchedule) {
     }
     EXPECT_EQ(r.resident_tokens_peak, 50);  // nothing is ever evicted
   }
+}
+
+// What the serving pool charges a KIVI sequence: the hand formula above at any context, and
+// what the policy reports for its own stream after every evict phase of a replay.
+TEST(Kivi, KeepAllStreamBytesIsTheSchemesBytesAtAnyContext) {
+  const traces::Trace trace = sim::RandomTrace(OneHeadShape(), 37, 50, 2);
+  sim::ReplayOptions options;
+  options.timing = sim::EvictTiming::kBeforeAttend;
+  auto policy = MakePolicy("kivi", Params(2), SetupFor(trace, 0, options));
+  for (int64_t n = 0; n <= 64; ++n) {
+    const int64_t nk = n - n % 8;
+    const int64_t nv = std::max<int64_t>(0, n - 8);
+    const std::optional<sim::KvTierBytes> bytes = policy->KeepAllStreamBytes(n);
+    ASSERT_TRUE(bytes.has_value());
+    EXPECT_EQ(bytes->full, (n - nk + n - nv) * 16) << n;
+    EXPECT_EQ(bytes->quantized, nk / 4 * 8 + nv * 2) << n;
+    EXPECT_EQ(bytes->metadata, nk / 4 * 32 + nv * 8) << n;
+  }
+  class Compare : public sim::ReplayObserver {
+   public:
+    explicit Compare(const EvictionPolicy& p) : policy_(p) {}
+    // Evict-before-attend: the measure follows the step's evict phase.
+    void OnMeasure(const sim::MeasureView& view) override {
+      const int64_t n = view.streams[0].cache->size();
+      EXPECT_EQ(policy_.TierBytes(view.streams), policy_.KeepAllStreamBytes(n)) << view.step;
+      ++steps;
+    }
+    int steps = 0;
+
+   private:
+    const EvictionPolicy& policy_;
+  } compare(*policy);
+  sim::PrefillAttention prefill(trace.layer(0), 37);
+  sim::LayerReplayInput input;
+  input.trace = &trace;
+  input.options = options;
+  input.budget_tokens = kUnlimitedTokens;
+  input.prefill = &prefill;
+  sim::ReplayLayer(input, *policy, &compare);
+  EXPECT_EQ(compare.steps, 13);
+  // Policies that evict are charged at full precision: no override.
+  EXPECT_FALSE(MakePolicy("h2o", {}, SetupFor(trace, 0, {}))->KeepAllStreamBytes(10).has_value());
 }
 
 TEST(Kivi, ResidentKeysAndValuesAreTheSchemesQuantization) {

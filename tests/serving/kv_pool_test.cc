@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "common/error.h"
@@ -61,6 +62,39 @@ TEST(KvPool, AllocatedEqualsUsedPlusFragmentationExactlyAndNeverAboveCapacity) {
     ASSERT_EQ(pool.allocated_bytes(), pool.used_bytes() + pool.fragmentation_bytes());
     ASSERT_LE(pool.allocated_bytes(), g.capacity_bytes);
   }
+}
+
+// A quantizing policy's byte table (KIVI-like by hand: the first 2 tokens at full precision,
+// 8 payload + 2 scale bytes per later token): each tier fills blocks of its own, and the pool's
+// categories add up to exactly what the table says times layers x KV heads.
+TEST(KvPool, QuantizedTiersTakeTheirTableBytesInBlocksOfTheirOwn) {
+  const PoolGeometry g = PoolGeometry::Make(Stories(), 16, 128 * 1024, "t");  // 512 B blocks
+  StreamBytesTable table;
+  for (int64_t t = 0; t <= 100; ++t) {
+    table.push_back(sim::KvTierBytes{.full = 32 * std::min<int64_t>(t, 2),
+                                     .quantized = 8 * std::max<int64_t>(0, t - 2),
+                                     .metadata = 2 * std::max<int64_t>(0, t - 2)});
+  }
+  KvPool pool(g, 2);
+  pool.SetStreamBytes(0, &table);
+  pool.Set(0, 50);  // full 64 B (1 block), quantized 48 x 10 = 480 B (1 block): 2 rows
+  EXPECT_EQ(pool.rows(0), 2);
+  EXPECT_EQ(pool.used().full, 64 * 20);
+  EXPECT_EQ(pool.used().quantized, 384 * 20);
+  EXPECT_EQ(pool.used().metadata, 96 * 20);
+  pool.Set(0, 54);  // quantized 520 B: a second block
+  EXPECT_EQ(pool.rows(0), 3);
+  pool.Set(1, 54);  // full precision: 54 x 32 B = 1728 B, 4 blocks of 16 tokens
+  EXPECT_EQ(pool.rows(1), 4);
+  EXPECT_EQ(pool.used().full, (64 + 1728) * 20);
+  EXPECT_EQ(pool.allocated_bytes(), 7 * g.RowBytes());
+  EXPECT_EQ(pool.fragmentation_bytes(), pool.allocated_bytes() - pool.used_bytes());
+  EXPECT_EQ(pool.BytesFor(0, 3).total(), (64 + 10) * 20);
+  EXPECT_EQ(pool.RowsFor(0, 2), 1);
+  pool.Set(0, 0);
+  pool.Set(1, 0);
+  EXPECT_EQ(pool.used_bytes(), 0);
+  EXPECT_EQ(pool.allocated_rows(), 0);
 }
 
 }  // namespace

@@ -121,6 +121,26 @@ TEST(Scheduler, TwoRequestEvictEqualShares) {
   for (const PoolSample& x : r.timeline) EXPECT_LE(x.used_bytes + x.fragmentation_bytes, 32);
 }
 
+// Prefill transient: a 12-token prompt in chunks of 8 with budget 4 (allowance 5). [0,1): the
+// first chunk's 8 tokens exist, 5 are kept: 3 transient. [1,2): 5 kept + 4 new, 5 kept: 4
+// transient. Decodes [2,4) have none. A token is 4 bytes.
+TEST(Scheduler, PrefillChunksBeyondTheAllowanceAreTransient) {
+  const PoolGeometry pool = PoolGeometry::Make(Unit(), 2, 8 * 8, "t");
+  SchedulerConfig config;
+  config.on_full = OnFull::kEvict;
+  config.iteration_tokens = 8;
+  config.min_budget_tokens = 2;
+  const std::vector<SequenceShape> shapes = {{12, 2, 4, false}};
+  const std::vector<ServingRequest> requests = {{0, 0.0, 0}};
+  const ScheduleResult r = Schedule(config, pool, OneSecondIterations(), Unit(), shapes, requests);
+  ASSERT_EQ(r.timeline.size(), 4u);
+  EXPECT_EQ(r.timeline[0].prefill_transient_bytes, 3 * 4);
+  EXPECT_EQ(r.timeline[1].prefill_transient_bytes, 4 * 4);
+  EXPECT_EQ(r.timeline[2].prefill_transient_bytes, 0);
+  EXPECT_EQ(r.timeline[3].prefill_transient_bytes, 0);
+  EXPECT_EQ(r.timeline[1].kv_full_bytes, 5 * 4);
+}
+
 // A long Poisson run of mixed lengths on a tight pool, every reaction.
 ScheduleResult LongRun(OnFull on_full, int64_t n, double rate) {
   models::ModelShape shape = Unit();

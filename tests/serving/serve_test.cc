@@ -2,10 +2,12 @@
 // scenario files and their errors, the CLI.
 #include "sim/serving/serve.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <memory>
 
 #include "analysis/csv.h"
@@ -79,6 +81,46 @@ TEST(Serve, SingleRequestWithAmplePoolEqualsReplay) {
       EXPECT_LT(m.mass_recall_mean, 1.0);
     }
   }
+}
+
+// KIVI keeps every token in 2 bits (plus a full-precision residual): on the same single request
+// the pool holds its real bytes, below the full cache's, split by the ledger's categories.
+TEST(Serve, KiviIsChargedItsQuantizedBytes) {
+  TempDir dir;
+  const std::string trace = WriteTrace(dir, "t.h5", 300, 340, 5);
+  std::map<std::string, const PoolSample*> last;
+  std::map<std::string, int64_t> peak;
+  ServingScenario s = OneRequest(trace, "full");
+  analysis::PolicySpec kivi{"kivi", {}};
+  kivi.params.Set("group_size", "4");
+  kivi.params.Set("residual", "32");
+  s.policies = {{"full", {}}, kivi};
+  s.block_tokens = 4;
+  s.Validate("t");
+  const ServingResult r = RunServing(s);
+  ASSERT_EQ(r.cells.size(), 2u);
+  for (const ServingCell& cell : r.cells) {
+    peak[cell.policy.name] = cell.schedule.peak_allocated_bytes;
+    for (const PoolSample& x : cell.schedule.timeline) {
+      EXPECT_EQ(x.used_bytes, x.kv_full_bytes + x.kv_quantized_bytes + x.quant_metadata_bytes);
+      if (cell.policy.name == "full") {
+        EXPECT_EQ(x.kv_quantized_bytes + x.quant_metadata_bytes, 0);
+      }
+    }
+    last[cell.policy.name] = &cell.schedule.timeline[cell.schedule.timeline.size() - 2];
+  }
+  // The sample before the request finishes: 339 tokens. TinyShape: d = 8, fp16, 2 layers x 2
+  // KV heads. KIVI (2 bits, group 4, residual 32): keys 320 quantized in 80 groups of 4 tokens
+  // (8 payload bytes, 8 channels x fp16 scale + zero each), values 307 (2 payload bytes, 2
+  // groups x 4 bytes each).
+  const PoolSample& k = *last.at("kivi");
+  const int64_t streams = 2 * 2;
+  EXPECT_EQ(k.kv_full_bytes, streams * ((339 - 320) + (339 - 307)) * 8 * 2);
+  EXPECT_EQ(k.kv_quantized_bytes, streams * (80 * 8 + 307 * 2));
+  EXPECT_EQ(k.quant_metadata_bytes, streams * (80 * 32 + 307 * 8));
+  EXPECT_EQ(last.at("full")->kv_full_bytes, streams * 339 * 2 * 8 * 2);
+  // At head_dim 8 the scales dominate (about 20 of 32 bytes per token), so the saving is small.
+  EXPECT_LT(peak.at("kivi"), peak.at("full"));
 }
 
 ServingScenario Sweep(const TempDir& dir, int threads) {
@@ -354,6 +396,20 @@ TEST(ServePlot, ReportEmbedsThePoolTimelineAndRateFigures) {
   EXPECT_NE(html.find("serving pool timeline"), std::string::npos);
   EXPECT_NE(html.find("<code>serve_pool_timeline_0</code>"), std::string::npos);
   EXPECT_NE(html.find("<code>serve_vs_rate</code>"), std::string::npos);
+  // The summary table: one row per cell, with the cell's mean recall as serve_summary.csv has it.
+  const analysis::CsvTable summary =
+      analysis::CsvTable::Read(dir.path() / "out" / "serve_summary.csv");
+  ASSERT_NE(html.find("<h3>Serving</h3>"), std::string::npos);
+  const std::string table = html.substr(html.find("<h3>Serving</h3>"));
+  size_t rows = 0;
+  for (size_t at = table.find("<tr><td>"); at != std::string::npos && at < table.find("</table>");
+       at = table.find("<tr><td>", at + 1)) {
+    ++rows;
+  }
+  EXPECT_EQ(rows, summary.num_rows());
+  const std::string recall =
+      fmt::format("<td>{:.3f}</td>", summary.Number(4, summary.Column("mean_recall")));
+  EXPECT_NE(table.find(recall), std::string::npos) << recall;
 }
 
 }  // namespace
