@@ -204,6 +204,17 @@ class EvictionPolicy {
   // After the cache applied a stream's decision: the positions that left it.
   virtual void OnEvicted(int /*stream*/, std::span<const int64_t> /*positions*/) {}
 
+  // Optional: the importance of each resident slot of `stream` (slot order, higher = keep), the
+  // very score SelectVictims ranks victims by, as of the last hook the policy saw. A serving pool
+  // that divides its memory by a global score across sequences reads it (sim/serving); a policy
+  // without such a score returns false (the pool then gives it an equal share). Recent windows
+  // and other protections are not reflected: it is the ranking score, not the decision.
+  virtual bool ResidentScores(int /*stream*/,
+                              const sim::KvCache& /*cache*/,
+                              std::vector<double>& /*scores*/) const {
+    return false;
+  }
+
   // Bytes of bookkeeping the policy holds now (scores, windows); the ledger's policy_state.
   virtual int64_t StateBytes() const { return 0; }
 

@@ -66,6 +66,17 @@ class H2OPolicy final : public EvictionPolicy {
     }
   }
 
+  bool ResidentScores(int stream,
+                      const sim::KvCache& cache,
+                      std::vector<double>& scores) const override {
+    const std::vector<float>& score = scores_[static_cast<size_t>(stream)];
+    scores.clear();
+    for (const sim::CacheEntry& e : cache.entries()) {
+      scores.push_back(static_cast<double>(score[static_cast<size_t>(e.position)]));
+    }
+    return true;
+  }
+
   // One float score per resident token, as the official per-slot score vector.
   int64_t StateBytes() const override { return resident_ * static_cast<int64_t>(sizeof(float)); }
 

@@ -68,6 +68,17 @@ class TovaPolicy final : public EvictionPolicy {
     }
   }
 
+  // One selection per layer: every stream ranks by the layer's scores.
+  bool ResidentScores(int /*stream*/,
+                      const sim::KvCache& cache,
+                      std::vector<double>& scores) const override {
+    scores.clear();
+    for (const sim::CacheEntry& e : cache.entries()) {
+      scores.push_back(static_cast<double>(scores_[static_cast<size_t>(e.position)]));
+    }
+    return true;
+  }
+
  private:
   int num_q_heads_;
   bool keep_last_;
