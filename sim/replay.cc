@@ -146,6 +146,8 @@ class LayerRun {
     while (!queue_.empty() && queue_.Top().step <= scheduled_through_) Dispatch(queue_.Pop());
   }
 
+  std::span<const StreamView> streams() const { return views_; }
+
   LayerReplayResult Finish() {
     AdvanceThrough(total_len_ - 1);
     while (!queue_.empty()) Dispatch(queue_.Pop());
@@ -521,6 +523,8 @@ LayerReplay::LayerReplay(LayerReplay&&) noexcept = default;
 LayerReplay& LayerReplay::operator=(LayerReplay&&) noexcept = default;
 
 void LayerReplay::AdvanceThrough(int64_t last_step) { run_->AdvanceThrough(last_step); }
+
+std::span<const policies::StreamView> LayerReplay::streams() const { return run_->streams(); }
 
 LayerReplayResult LayerReplay::Finish() { return run_->Finish(); }
 

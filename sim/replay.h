@@ -130,6 +130,9 @@ class LayerReplay {
   // first); a last_step below the prompt's end runs just the prompt. Monotone: a smaller value
   // than before does nothing.
   void AdvanceThrough(int64_t last_step);
+  // The layer's streams as they stand after the last event run (caches, no attention): what a
+  // serving pool reads between steps (sim/serving live scores). Valid until the next call.
+  std::span<const policies::StreamView> streams() const;
   // Runs whatever remains and returns the result. Call once.
   LayerReplayResult Finish();
 
