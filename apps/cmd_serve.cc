@@ -125,7 +125,9 @@ void RegisterServeCommand(CLI::App& app) {
   cmd->add_option("--workload-seed", args->workload_seed, "seed of arrivals and trace choice")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--on-full", args->on_full, "queue, preempt-recompute, preempt-swap or evict");
-  cmd->add_option("--share", args->share, "evict: equal or proportional budget shares");
+  cmd->add_option(
+      "--share", args->share,
+      "evict: equal, proportional or global (by the policies' token scores) budget shares");
   cmd->add_option("--block-tokens", args->block_tokens, "tokens per paged block (default 16)")
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   cmd->add_option("--threads", args->threads, "worker threads, 0 = all cores")

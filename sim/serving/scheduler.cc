@@ -32,13 +32,22 @@ OnFull ParseOnFull(const std::string& text, const std::string& context) {
 }
 
 const char* BudgetShareName(BudgetShare share) {
-  return share == BudgetShare::kEqual ? "equal" : "proportional";
+  switch (share) {
+    case BudgetShare::kEqual:
+      return "equal";
+    case BudgetShare::kProportional:
+      return "proportional";
+    case BudgetShare::kGlobal:
+      return "global";
+  }
+  return "?";
 }
 
 BudgetShare ParseBudgetShare(const std::string& text, const std::string& context) {
-  if (text == "equal") return BudgetShare::kEqual;
-  if (text == "proportional") return BudgetShare::kProportional;
-  ThrowInputError("{}: '{}': expected equal or proportional", context, text);
+  for (BudgetShare v : {BudgetShare::kEqual, BudgetShare::kProportional, BudgetShare::kGlobal}) {
+    if (text == BudgetShareName(v)) return v;
+  }
+  ThrowInputError("{}: '{}': expected equal, proportional or global", context, text);
 }
 
 void SchedulerConfig::Validate(const std::string& context) const {
@@ -94,7 +103,8 @@ class Run {
       const CostModel& cost,
       const models::ModelShape& shape,
       const std::vector<SequenceShape>& shapes,
-      const std::vector<ServingRequest>& requests)
+      const std::vector<ServingRequest>& requests,
+      SequenceScorer* scorer)
       : config_(config),
         cost_(cost),
         shape_(shape),
@@ -121,6 +131,7 @@ class Run {
       pool_.SetStreamBytes(static_cast<int64_t>(i), s.stream_bytes.get());
     }
     evict_ = config.on_full == OnFull::kEvict;
+    scorer_ = evict_ && config.share == BudgetShare::kGlobal ? scorer : nullptr;
   }
 
   ScheduleResult Go() {
@@ -341,6 +352,10 @@ class Run {
   void Reshare() {
     const int64_t n = static_cast<int64_t>(running_.size());
     if (n == 0) return;
+    if (scorer_ != nullptr) {
+      ReshareGlobal();
+      return;
+    }
     const int64_t rows = pool_.geometry().capacity_rows;
     const int64_t b = pool_.geometry().block_tokens;
     double total_len = 0.0;
@@ -354,6 +369,35 @@ class Run {
       }
       s.allowance = std::min(s.policy_allowance, share * b);
       if (pool_.tokens(id) > s.allowance) pool_.Set(id, s.allowance);
+    }
+  }
+  // kGlobal with scores: sequences with no score yet keep the equal share, the others get at
+  // least min_budget_tokens + 1 tokens and the remaining rows by value (global_share.h); then
+  // each decoding sequence's live state advances under its new allowance.
+  void ReshareGlobal() {
+    const int64_t n = static_cast<int64_t>(running_.size());
+    const int64_t rows = pool_.geometry().capacity_rows;
+    const int64_t b = pool_.geometry().block_tokens;
+    const auto rows_for = [b](int64_t tokens) { return (tokens + b - 1) / b; };
+    claims_.resize(running_.size());
+    for (size_t i = 0; i < running_.size(); ++i) {
+      const Seq& s = seq(running_[i]);
+      RowClaim& c = claims_[i];
+      c.fixed_rows = -1;
+      if (s.in_prefill || !scorer_->Value(running_[i], c.value)) {
+        c.fixed_rows = rows / n;
+        continue;
+      }
+      c.max_rows = rows_for(std::min(s.policy_allowance, Length(s)));
+      c.min_rows = std::min(rows_for(config_.min_budget_tokens + 1), c.max_rows);
+    }
+    const std::vector<int64_t> share = AllocateRowsByValue(rows, b, claims_);
+    for (size_t i = 0; i < running_.size(); ++i) {
+      const int64_t id = running_[i];
+      Seq& s = seq(id);
+      s.allowance = std::min(s.policy_allowance, share[i] * b);
+      if (pool_.tokens(id) > s.allowance) pool_.Set(id, s.allowance);
+      if (!s.in_prefill) scorer_->Decode(id, s.decoded, s.allowance - 1);
     }
   }
   int64_t Length(const Seq& s) const {
@@ -373,6 +417,7 @@ class Run {
       ++r.decode_tokens;
     }
     if (s.decoded < s.decode_len) return;
+    if (scorer_ != nullptr) scorer_->Done(p.seq);
     if (r.decode_tokens > 0) r.mean_budget_tokens /= static_cast<double>(r.decode_tokens);
     r.finish_s = now;
     ++finished_;
@@ -414,7 +459,9 @@ class Run {
   KvPool pool_;
   std::vector<Seq> seqs_;
   bool evict_ = false;
-  std::deque<int64_t> running_;  // ids, ascending = arrival order
+  SequenceScorer* scorer_ = nullptr;  // kGlobal with scores
+  std::vector<RowClaim> claims_;      // scratch of ReshareGlobal
+  std::deque<int64_t> running_;       // ids, ascending = arrival order
   std::deque<int64_t> waiting_;
   std::deque<int64_t> swapped_;
   std::vector<Planned> batch_;
@@ -435,7 +482,8 @@ ScheduleResult Schedule(const SchedulerConfig& config,
                         const CostModel& cost,
                         const models::ModelShape& shape,
                         const std::vector<SequenceShape>& shapes,
-                        const std::vector<ServingRequest>& requests) {
+                        const std::vector<ServingRequest>& requests,
+                        SequenceScorer* scorer) {
   // A policy that keeps every token cannot be squeezed: kEvict falls back to recompute.
   SchedulerConfig effective = config;
   for (const SequenceShape& s : shapes) {
@@ -443,7 +491,7 @@ ScheduleResult Schedule(const SchedulerConfig& config,
       effective.on_full = OnFull::kPreemptRecompute;
     }
   }
-  return Run(effective, pool, cost, shape, shapes, requests).Go();
+  return Run(effective, pool, cost, shape, shapes, requests, scorer).Go();
 }
 
 }  // namespace kvsim::serving

@@ -12,7 +12,9 @@
 //     chunks complete, finished sequences free their blocks.
 // Scheduling sees only token counts: a sequence with allowance A holds min(context, A) tokens,
 // A = budget + 1 (the evict-after-attend high-water mark of the replay engine). The attention
-// quality that follows from the budgets is measured afterwards (serving_metrics.h).
+// quality that follows from the budgets is measured afterwards (serve.h). The one exception is
+// BudgetShare::kGlobal, whose shares follow the policies' token scores: a SequenceScorer
+// (live_scores.h) replays the running sequences alongside and the scheduler asks it for values.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,6 +22,7 @@
 
 #include "models/model_shape.h"
 #include "sim/serving/cost_model.h"
+#include "sim/serving/global_share.h"
 #include "sim/serving/kv_pool.h"
 #include "sim/serving/workload.h"
 
@@ -36,8 +39,10 @@ enum class OnFull {
 const char* OnFullName(OnFull on_full);  // "queue", "preempt-recompute", "preempt-swap", "evict"
 OnFull ParseOnFull(const std::string& text, const std::string& context);
 
-enum class BudgetShare { kEqual, kProportional };  // kEvict: equal rows, or by context length
-const char* BudgetShareName(BudgetShare share);    // "equal" / "proportional"
+// kEvict: equal rows, by context length, or by the policies' token scores across sequences
+// (global_share.h; equal without a SequenceScorer).
+enum class BudgetShare { kEqual, kProportional, kGlobal };
+const char* BudgetShareName(BudgetShare share);  // "equal" / "proportional" / "global"
 BudgetShare ParseBudgetShare(const std::string& text, const std::string& context);
 
 struct SchedulerConfig {
@@ -122,12 +127,14 @@ struct ScheduleResult {
   int64_t iterations = 0;
 };
 
-// Runs the schedule. `shapes[r.trace]` describes request r's trace. Deterministic.
+// Runs the schedule. `shapes[r.trace]` describes request r's trace. Deterministic. `scorer`:
+// the sequences' token scores for BudgetShare::kGlobal (null: every share is equal).
 ScheduleResult Schedule(const SchedulerConfig& config,
                         const PoolGeometry& pool,
                         const CostModel& cost,
                         const models::ModelShape& shape,
                         const std::vector<SequenceShape>& shapes,
-                        const std::vector<ServingRequest>& requests);
+                        const std::vector<ServingRequest>& requests,
+                        SequenceScorer* scorer = nullptr);
 
 }  // namespace kvsim::serving
