@@ -16,6 +16,7 @@
 #include "policies/eviction_policy.h"
 #include "policies/registry.h"
 #include "sim/budget.h"
+#include "sim/serving/live_scores.h"
 #include "traces/trace_io.h"
 
 namespace kvsim::serving {
@@ -169,6 +170,22 @@ ServingResult RunServing(const ServingScenario& scenario) {
       }
     }
   }
+  // share = global: policies with a token score are replayed live inside the schedule, which
+  // needs every trace whole in memory (read once, shared read-only by the cells).
+  std::vector<bool> live(scenario.policies.size(), false);
+  std::vector<traces::Trace> whole;
+  std::vector<const traces::Trace*> whole_ptrs;
+  if (scenario.scheduler.on_full == OnFull::kEvict &&
+      scenario.scheduler.share == BudgetShare::kGlobal) {
+    for (size_t p = 0; p < scenario.policies.size(); ++p) {
+      live[p] = !KeepsEveryToken(scenario.policies[p].name) &&
+                PolicyHasScores(scenario.policies[p], metas.front());
+    }
+    if (std::find(live.begin(), live.end(), true) != live.end()) {
+      for (const std::string& path : scenario.traces) whole.push_back(traces::ReadTrace(path));
+      for (const traces::Trace& t : whole) whole_ptrs.push_back(&t);
+    }
+  }
   const size_t per_policy = scenario.rates.size() * scenario.capacities_bytes.size();
   // More arena slots than cores only makes TBB warn; the result is the same for any count.
   const int threads = std::min(scenario.threads > 0 ? scenario.threads : 4096,
@@ -185,8 +202,19 @@ ServingResult RunServing(const ServingScenario& scenario) {
       if (cell.on_full == OnFull::kEvict && KeepsEveryToken(cell.policy.name)) {
         cell.on_full = OnFull::kPreemptRecompute;
       }
-      cell.schedule =
-          Schedule(scenario.scheduler, geometry, scenario.cost, shape, shapes[p], requests[rate]);
+      std::unique_ptr<SequenceScorer> scorer;
+      if (live[p]) {
+        LiveScoresInput in;
+        in.traces = whole_ptrs;
+        for (const SequenceShape& t : shapes[p])
+          in.own_budget_tokens.push_back(t.policy_budget_tokens);
+        in.policy = cell.policy;
+        in.options.seed = scenario.seed;
+        for (const ServingRequest& q : requests[rate]) in.request_trace.push_back(q.trace);
+        scorer = MakeLiveScorer(std::move(in));
+      }
+      cell.schedule = Schedule(scenario.scheduler, geometry, scenario.cost, shape, shapes[p],
+                               requests[rate], scorer.get());
     });
   });
 

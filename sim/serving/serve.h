@@ -5,7 +5,9 @@
 // metrics are measured by replaying its trace with its policy under the budget it had at each
 // decode step (RequestRecord::decode_budgets, a sim::Budget::schedule), through the same sweep
 // engine as `kvsim replay`; and once more at the smallest budget it ran under, a conservative
-// bound. Identical replays are run once and shared.
+// bound. Identical replays are run once and shared. Under share = "global" with a policy that
+// has token scores, each cell's schedule also replays its running sequences live
+// (live_scores.h), with every trace held whole in memory.
 #include <cstdint>
 #include <filesystem>
 #include <string>
