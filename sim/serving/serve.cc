@@ -275,6 +275,9 @@ ServingResult RunServing(const ServingScenario& scenario) {
       plan.options.seed = scenario.seed;
       plan.threads = scenario.threads;
       plan.keep_ledgers = false;
+      // A live-scored policy's replays compute q . k themselves, as its live replays did: shared
+      // full-cache logits differ in float rounding, which could flip a tie between the two.
+      plan.share_logits = !live[p];
       const analysis::SweepResult sweep = analysis::RunSweep(plan);
       for (const analysis::ResultRow& row : sweep.table.rows()) {
         if (row.layer != "all") continue;

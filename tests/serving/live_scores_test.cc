@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 
+#include "analysis/sweep.h"
 #include "common/atomic_file.h"
 #include "common/test_util.h"
 #include "common/tiny_shape.h"
@@ -258,6 +259,37 @@ TEST(GlobalShare, ScenarioOutputsIdenticalForAnyThreadCountAndDifferFromEqual) {
   const std::string one = Outputs(dir, "g1", Scenario(dir, "h2o", BudgetShare::kGlobal, 1));
   EXPECT_EQ(one, Outputs(dir, "g3", Scenario(dir, "h2o", BudgetShare::kGlobal, 3)));
   EXPECT_NE(one, Outputs(dir, "e1", Scenario(dir, "h2o", BudgetShare::kEqual, 1)));
+}
+
+// RunServing's metrics for a global cell are the sweep engine's under the recorded budgets,
+// computing q . k per replay as the live replays did.
+TEST(GlobalShare, QualityIsTheSweepUnderTheRecordedBudgets) {
+  TempDir dir;
+  ServingScenario s = Scenario(dir, "h2o", BudgetShare::kGlobal, 1);
+  s.rates = {400.0};
+  s.capacities_bytes = {12 * 512};
+  const ServingResult r = RunServing(s);
+  ASSERT_EQ(r.cells.size(), 1u);
+  int varied = 0;
+  for (size_t i = 0; i < r.cells[0].schedule.requests.size() && varied < 3; ++i) {
+    const RequestRecord& q = r.cells[0].schedule.requests[i];
+    const auto [lo, hi] = std::minmax_element(q.decode_budgets.begin(), q.decode_budgets.end());
+    if (*lo == *hi) continue;
+    ++varied;
+    analysis::SweepPlan plan;
+    plan.traces = {s.traces[static_cast<size_t>(q.trace)]};
+    plan.policies = s.policies;
+    sim::Budget budget = sim::Budget::Parse("40", "t");
+    std::vector<int64_t> schedule;
+    for (const int64_t b : q.decode_budgets) schedule.push_back(std::clamp<int64_t>(b, 1, 40));
+    budget.schedule = std::make_shared<const std::vector<int64_t>>(schedule);
+    plan.budgets = {budget};
+    plan.threads = 1;
+    plan.share_logits = false;
+    const analysis::ResultRow row = analysis::RunSweep(plan).table.rows().back();
+    EXPECT_EQ(r.cells[0].quality[i].mass_recall_mean, row.mass_recall.mean) << i;
+  }
+  EXPECT_EQ(varied, 3);
 }
 
 // streaming ranks nothing (a positional window): global is the equal share, file for file.
