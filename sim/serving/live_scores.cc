@@ -49,8 +49,9 @@ class LiveScorer final : public SequenceScorer {
     int64_t curves = 0;
     for (size_t l = 0; l < it->second.replays.size(); ++l) {
       for (const policies::StreamView& stream : it->second.replays[l]->streams()) {
-        KVSIM_ASSERT(it->second.policies[l]->ResidentScores(stream.stream, *stream.cache, scores_),
-                     "policy {} has no resident scores", in_.policy.name);
+        const bool scored =
+            it->second.policies[l]->ResidentScores(stream.stream, *stream.cache, scores_);
+        KVSIM_ASSERT(scored, "policy {} has no resident scores", in_.policy.name);
         double sum = 0.0;
         for (const double s : scores_) sum += s;
         std::sort(scores_.begin(), scores_.end(), std::greater<>());
