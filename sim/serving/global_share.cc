@@ -38,20 +38,24 @@ std::vector<int64_t> AllocateRowsByValue(int64_t capacity_rows,
   const auto next_worth = [&](size_t i) {
     return Worth(prefix[i], rows[i] * block_tokens - 1, (rows[i] + 1) * block_tokens - 1);
   };
-  // Highest worth first, then the lower index.
-  using Entry = std::tuple<double, int64_t>;  // worth, -index
+  // Highest worth first; among equal worths the claim with fewer rows, then the lower index. Rows
+  // that no curve values (room for tokens still to come, after a departure) are thus spread
+  // evenly instead of all going to the first arrival, whose squeezed neighbours could otherwise
+  // never grow again.
+  using Entry = std::tuple<double, int64_t, int64_t>;  // worth, -rows, -index
   std::priority_queue<Entry> queue;
+  const auto push = [&](size_t i) {
+    queue.emplace(next_worth(i), -rows[i], -static_cast<int64_t>(i));
+  };
   for (size_t i = 0; i < claims.size(); ++i) {
-    if (claims[i].fixed_rows < 0 && rows[i] < claims[i].max_rows) {
-      queue.emplace(next_worth(i), -static_cast<int64_t>(i));
-    }
+    if (claims[i].fixed_rows < 0 && rows[i] < claims[i].max_rows) push(i);
   }
   while (left > 0 && !queue.empty()) {
-    const auto i = static_cast<size_t>(-std::get<1>(queue.top()));
+    const auto i = static_cast<size_t>(-std::get<2>(queue.top()));
     queue.pop();
     ++rows[i];
     --left;
-    if (rows[i] < claims[i].max_rows) queue.emplace(next_worth(i), -static_cast<int64_t>(i));
+    if (rows[i] < claims[i].max_rows) push(i);
   }
   return rows;
 }

@@ -37,11 +37,12 @@ struct RowClaim {
 };
 
 // Rows per claim: fixed claims take theirs, the others their minimum, then the remaining rows go
-// one at a time to the claim whose next row is worth most (ties: the lower index), while a claim
-// is below its maximum. REQUIRES the fixed rows and minima fit capacity_rows (asserted); the
-// result never exceeds it. Values are non-increasing, so beyond row 0 (one slot short: the
-// incoming token's) a claim's rows are worth less and less, and with min_rows >= 1 the greedy
-// split maximises the total worth (ties: the lower index gets the row).
+// one at a time to the claim whose next row is worth most (ties: the claim with fewer rows, then
+// the lower index), while a claim is below its maximum. REQUIRES the fixed rows and minima fit
+// capacity_rows (asserted); the result never exceeds it. Values are non-increasing, so beyond
+// row 0 (one slot short: the incoming token's) a claim's rows are worth less and less, and with
+// min_rows >= 1 the greedy split maximises the total worth; among the splits of equal worth it
+// is the most even one (leximin), rows that nobody values being filled level by level.
 std::vector<int64_t> AllocateRowsByValue(int64_t capacity_rows,
                                          int64_t block_tokens,
                                          std::span<const RowClaim> claims);

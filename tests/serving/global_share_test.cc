@@ -32,8 +32,11 @@ TEST(GlobalShare, FlatCurveTakesTheRowsAConcentratedOneDoesNotNeed) {
   // A claim without a score takes its fixed share; the rest as before.
   const std::vector<RowClaim> three = {a, {.fixed_rows = 3}, b};
   EXPECT_EQ(AllocateRowsByValue(11, 4, three), (std::vector<int64_t>{2, 3, 6}));
-  // Rows nobody values go to the lower index, up to its maximum.
-  EXPECT_EQ(AllocateRowsByValue(14, 4, claims), (std::vector<int64_t>{8, 6}));
+  // Rows nobody values are spread level by level (the lower index first at a tie), up to each
+  // maximum: from {2, 6}, A takes 4 to reach 6, then A and B one each.
+  EXPECT_EQ(AllocateRowsByValue(14, 4, claims), (std::vector<int64_t>{7, 7}));
+  EXPECT_EQ(BruteForce(14, 4, claims), (std::vector<int64_t>{7, 7}));
+  EXPECT_EQ(AllocateRowsByValue(13, 4, claims), (std::vector<int64_t>{7, 6}));
   EXPECT_EQ(AllocateRowsByValue(20, 4, claims), (std::vector<int64_t>{8, 8}));
 }
 

@@ -20,8 +20,9 @@ inline double TotalWorth(const RowClaim& c, int64_t rows, int64_t b) {
   return sum;
 }
 
-// Every allocation within the claims' bounds and the capacity; the best total worth, ties to the
-// lexicographically largest (the lower index first).
+// Every allocation within the claims' bounds and the capacity; the best total worth; among equal
+// worths the most even (the rows sorted ascending, lexicographically largest: leximin), then the
+// lexicographically largest in claim order (the lower index first).
 inline std::vector<int64_t> BruteForce(int64_t capacity,
                                        int64_t b,
                                        const std::vector<RowClaim>& claims) {
@@ -31,7 +32,13 @@ inline std::vector<int64_t> BruteForce(int64_t capacity,
     if (i == claims.size()) {
       double worth = 0.0;
       for (size_t j = 0; j < claims.size(); ++j) worth += TotalWorth(claims[j], rows[j], b);
-      if (worth > best_worth + 1e-12 || (worth > best_worth - 1e-12 && rows > best)) {
+      const auto sorted = [](std::vector<int64_t> v) {
+        std::sort(v.begin(), v.end());
+        return v;
+      };
+      const bool tie = worth > best_worth - 1e-12 && worth < best_worth + 1e-12;
+      if (worth > best_worth + 1e-12 ||
+          (tie && (sorted(rows) > sorted(best) || (sorted(rows) == sorted(best) && rows > best)))) {
         best_worth = std::max(best_worth, worth);
         best = rows;
       }
