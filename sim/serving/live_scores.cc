@@ -135,6 +135,27 @@ class LiveScorer final : public SequenceScorer {
 
 }  // namespace
 
+void CheckTracesFitInMemory(const std::vector<std::string>& paths,
+                            const std::vector<traces::TraceMeta>& metas,
+                            int64_t limit_bytes) {
+  double bytes = 0.0;
+  for (const traces::TraceMeta& m : metas) {
+    bytes += 4.0 * static_cast<double>(m.shape.layers) *
+             static_cast<double>(m.shape.q_heads + 2 * m.shape.kv_heads) *
+             static_cast<double>(m.shape.head_dim) * static_cast<double>(m.total_len);
+  }
+  if (bytes > static_cast<double>(limit_bytes)) {
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    ThrowInputError(
+        "share = global replays the running sequences alongside the schedule and holds every "
+        "trace whole in memory: {} trace(s) ({} first) need {:.3f} GiB as float32, more than "
+        "the {:.3f} GiB allowed (3/4 of this machine's memory); use share = equal or "
+        "proportional, or shorter traces",
+        paths.size(), paths.empty() ? std::string("none") : paths.front(), bytes / kGiB,
+        static_cast<double>(limit_bytes) / kGiB);
+  }
+}
+
 bool PolicyHasScores(const analysis::PolicySpec& policy, const traces::TraceMeta& meta) {
   const std::unique_ptr<policies::EvictionPolicy> instance =
       policies::MakePolicy(policy.name, policy.params, SetupFor(meta, {}, 0));

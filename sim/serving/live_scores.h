@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "analysis/sweep.h"
@@ -34,6 +35,13 @@ struct LiveScoresInput {
   // scorer.
   std::function<sim::ReplayObserver*(int64_t id, int layer)> observe = nullptr;
 };
+
+// The live replays hold every trace whole in memory as float32 (Q, K and V of every layer).
+// Throws InputError, naming the first trace and the sizes, when the traces need more than
+// `limit_bytes`: a clear refusal instead of dying in the allocator.
+void CheckTracesFitInMemory(const std::vector<std::string>& paths,
+                            const std::vector<traces::TraceMeta>& metas,
+                            int64_t limit_bytes);
 
 // True when `policy` ranks its victims by a score it can report (EvictionPolicy::ResidentScores).
 bool PolicyHasScores(const analysis::PolicySpec& policy, const traces::TraceMeta& meta);

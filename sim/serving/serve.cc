@@ -2,6 +2,7 @@
 
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -182,6 +183,13 @@ ServingResult RunServing(const ServingScenario& scenario) {
                 PolicyHasScores(scenario.policies[p], metas.front());
     }
     if (std::find(live.begin(), live.end(), true) != live.end()) {
+      // Refused before reading when the traces cannot fit 3/4 of the machine's memory.
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+      if (pages > 0 && page > 0) {
+        CheckTracesFitInMemory(
+            scenario.traces, metas,
+            static_cast<int64_t>(0.75 * static_cast<double>(pages) * static_cast<double>(page)));
+      }
       for (const std::string& path : scenario.traces) whole.push_back(traces::ReadTrace(path));
       for (const traces::Trace& t : whole) whole_ptrs.push_back(&t);
     }

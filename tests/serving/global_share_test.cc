@@ -14,6 +14,7 @@
 #include "common/tiny_shape.h"
 #include "serving/global_share_test_util.h"
 #include "sim/random_trace.h"
+#include "sim/serving/live_scores.h"
 #include "sim/serving/scenario.h"
 #include "sim/serving/scheduler.h"
 #include "traces/trace_io.h"
@@ -74,6 +75,25 @@ std::string WriteTrace(
   const std::string path = dir.File(name);
   traces::WriteTrace(path, sim::RandomTrace(kvsim::testing::TinyShape(), 24, total, seed, scale));
   return path;
+}
+
+// The live replays hold whole traces; traces that cannot fit are refused before any reading,
+// naming the trace and the sizes. TinyShape at T = 40: 2 layers x (4 + 2 x 2) heads x 8 x 40
+// floats = 20,480 bytes.
+TEST(GlobalShare, TracesThatCannotFitInMemoryAreRefused) {
+  traces::TraceMeta meta;
+  meta.shape = kvsim::testing::TinyShape();
+  meta.prompt_len = 24;
+  meta.total_len = 40;
+  EXPECT_NO_THROW(CheckTracesFitInMemory({"a.h5"}, {meta}, 20480));
+  try {
+    CheckTracesFitInMemory({"a.h5", "b.h5"}, {meta, meta}, 40959);
+    FAIL() << "two traces of 20,480 bytes fit in 40,959";
+  } catch (const InputError& e) {
+    for (const char* needle : {"a.h5", "share = global", "equal"}) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(GlobalShare, ParsedFromTheScenarioAndTheFlag) {
