@@ -27,6 +27,7 @@
 // mask, which a trace does not hold: every layer gets the uniform budget (card default power = 0,
 // no allocation). policy_state counts the patched prompt's queries (fp32) and one score per
 // position.
+#include <fmt/core.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@
 #include <limits>
 #include <memory>
 #include <set>
+#include <string>
 
 #include "common/error.h"
 #include "policies/episodes.h"
@@ -173,12 +175,36 @@ class EpiCachePolicy final : public EvictionPolicy {
     q_heads_per_stream_ = prefill.streams.empty() ? 0 : prefill.streams.front().num_q_heads;
   }
 
-  // s(j) over the stream's resident keys, from scratch (card 1 (b)). In tiles of patched
-  // queries: without turns the patched prompt is the whole prompt, and its attention over the
-  // resident keys would be prompt x prompt floats at once.
+  // s(j) over the stream's resident keys, from scratch (card 1 (b)).
   void Score(const StreamView& stream, const sim::PrefillAttention& prompt) {
     const sim::KvCache& cache = *stream.cache;
     if (cache.size() == 0) return;
+    std::vector<double>& score = scores_[static_cast<size_t>(stream.stream)];
+    if (cache.IsSourcePrefix()) {
+      // The whole prefix resident (no block prefill): the same scores for every budget of a
+      // sweep, so one cell computes them per layer (O(patched x prompt x d) per query head).
+      std::string key = fmt::format("epicache s(j): heads {}+{}, {} positions, patched",
+                                    stream.first_q_head, stream.num_q_heads, cache.size());
+      for (const auto& [begin, end] : patched_) key += fmt::format(" [{}, {})", begin, end);
+      const Eigen::VectorXd& best = prompt.SharedStatistic(
+          key, [&] { return PatchedMaxAttention(stream, prompt).cast<double>().transpose(); });
+      for (int64_t slot = 0; slot < cache.size(); ++slot) {
+        score[static_cast<size_t>(cache.Position(slot))] = best[slot];
+      }
+      return;
+    }
+    const Eigen::RowVectorXf best = PatchedMaxAttention(stream, prompt);
+    for (int64_t slot = 0; slot < cache.size(); ++slot) {
+      score[static_cast<size_t>(cache.Position(slot))] = best[slot];
+    }
+  }
+
+  // max over the patched queries of the stream's heads of softmax(q . k / sqrt(d)) over the
+  // resident keys, per slot. In tiles of patched queries: without turns the patched prompt is the
+  // whole prompt, and its attention over the resident keys would be prompt x prompt floats.
+  Eigen::RowVectorXf PatchedMaxAttention(const StreamView& stream,
+                                         const sim::PrefillAttention& prompt) const {
+    const sim::KvCache& cache = *stream.cache;
     constexpr int64_t kTileRows = 256;
     const float scale = 1.0f / std::sqrt(static_cast<float>(setup_.shape.head_dim));
     const RowMatrixXf keys = cache.Keys();
@@ -200,10 +226,7 @@ class EpiCachePolicy final : public EvictionPolicy {
         }
       }
     }
-    std::vector<double>& score = scores_[static_cast<size_t>(stream.stream)];
-    for (int64_t slot = 0; slot < cache.size(); ++slot) {
-      score[static_cast<size_t>(cache.Position(slot))] = best[slot];
-    }
+    return best;
   }
 
   PolicySetup setup_;

@@ -20,6 +20,10 @@
 // heads) and keys, frozen after prefill; a demoted key is stored as dequant(quant(k * beta)) /
 // beta, which equals attending with q / beta over the balanced key.
 //
+// A demoted entry reaches the cache as its codes (sim::PerTokenCodec), not as float rows: at 32k
+// tokens a float copy of every low-precision entry was the largest state of a long sweep (issue
+// 11), and the codes decode to the same floats.
+//
 // High precision is the trace's precision (FP16 by the shape's kv_bytes_per_element); the paper's
 // "higher integer precision" variant of the important set is not modelled. Demotion only happens at
 // evict phases, so in Regime::kPrefill decode tokens stay at full precision (the regime's growth)
@@ -48,6 +52,8 @@ class MiKvPolicy final : public EvictionPolicy {
                 std::vector<double>(static_cast<size_t>(setup.total_len), 0.0)),
         beta_(static_cast<size_t>(setup.num_streams()),
               Eigen::VectorXf::Ones(setup.shape.head_dim)) {
+    codec_of_stream_.assign(beta_.size(), nullptr);
+    for (size_t s = 0; s < beta_.size(); ++s) SetCodec(s);
     const sim::KvTierBytes vector = sim::PerTokenVectorBytes(shape_.head_dim, bits_, group_);
     low_token_bytes_ = 2 * (vector.quantized + vector.metadata);
     full_token_bytes_ = shape_.KvBytesPerTokenPerHead();
@@ -81,6 +87,7 @@ class MiKvPolicy final : public EvictionPolicy {
       }
       beta_[s] = sim::OutlierBalance(
           queries, prefill.attention->PromptKeys(stream.kv_head).topRows(prefill.end));
+      SetCodec(s);
     }
   }
 
@@ -189,18 +196,21 @@ class MiKvPolicy final : public EvictionPolicy {
  private:
   sim::EntryRewrite Demote(const sim::KvCache& cache, size_t stream, int64_t position) const {
     const int64_t slot = cache.SlotOf(position);
-    const Eigen::VectorXf& beta = beta_[stream];
-    Eigen::VectorXf key = cache.KeyRow(slot).transpose().cwiseProduct(beta);
-    Eigen::VectorXf value = cache.ValueRow(slot).transpose();
-    sim::FakeQuantizePerToken(std::span<float>(key.data(), static_cast<size_t>(key.size())), bits_,
-                              group_);
-    sim::FakeQuantizePerToken(std::span<float>(value.data(), static_cast<size_t>(value.size())),
-                              bits_, group_);
-    return sim::EntryRewrite{.position = position,
-                             .key = key.cwiseQuotient(beta),
-                             .value = std::move(value),
-                             .merged_tokens = 0,
-                             .tier = sim::PrecisionTier::kQuantized};
+    const sim::PerTokenCodec& codec = *codec_of_stream_[stream];
+    return sim::EntryRewrite{
+        .position = position,
+        .merged_tokens = 0,
+        .tier = sim::PrecisionTier::kQuantized,
+        .codec = &codec,
+        .encoded = codec.Encode(cache.KeyRow(slot).data(), cache.ValueRow(slot).data())};
+  }
+
+  // A stream's codec follows its balancer. A balancer computed again (a later prompt chunk) gets
+  // a new codec; the old one stays alive for the entries already encoded with it.
+  void SetCodec(size_t stream) {
+    codecs_.push_back(
+        std::make_unique<sim::PerTokenCodec>(shape_.head_dim, bits_, group_, beta_[stream]));
+    codec_of_stream_[stream] = codecs_.back().get();
   }
 
   models::ModelShape shape_;
@@ -210,9 +220,11 @@ class MiKvPolicy final : public EvictionPolicy {
   bool balance_;
   std::vector<std::vector<double>> scores_;  // [stream][position]
   std::vector<Eigen::VectorXf> beta_;        // [stream] per channel; ones without balancing
-  int64_t low_token_bytes_ = 0;              // K + V of one low-precision token
-  int64_t full_token_bytes_ = 0;             // K + V of one full-precision token
-  int64_t budget_bytes_ = kUnlimitedTokens;  // per stream
+  std::vector<std::unique_ptr<sim::PerTokenCodec>> codecs_;  // every codec made, kept alive
+  std::vector<const sim::PerTokenCodec*> codec_of_stream_;   // [stream] the current one
+  int64_t low_token_bytes_ = 0;                              // K + V of one low-precision token
+  int64_t full_token_bytes_ = 0;                             // K + V of one full-precision token
+  int64_t budget_bytes_ = kUnlimitedTokens;                  // per stream
 };
 
 }  // namespace

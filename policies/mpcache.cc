@@ -32,19 +32,31 @@ Eigen::VectorXd MpCacheStaticScores(const QueryHistory& queries,
   const double tail_fraction = n > 24000 ? 0.1 : 0.2;
   const int64_t tail =
       std::max<int64_t>(1, static_cast<int64_t>(tail_fraction * static_cast<double>(n)));
-  RowMatrixXf pbar = RowMatrixXf::Zero(tail, n);
-  for (int h = 0; h < shape.q_heads; ++h) {
-    RowMatrixXf logits =
-        queries.Rows(h, n - tail, n) * prefill.PromptKeys(h / shape.GroupSize()).transpose();
-    for (int64_t i = 0; i < tail; ++i) {
-      auto row = logits.row(i);
-      row = (row.array() - row.maxCoeff()).exp();
-      row /= row.sum();
+  // The tail's rows in blocks: the whole tail x n probability matrix (and a logits matrix beside
+  // it) would be 0.86 GB at a 32k prompt (issue 11). Each row's arithmetic is unchanged and the
+  // column max is exact, so the scores do not depend on the block size. 256 rows: a multiple of
+  // 16, so every row starts at the same alignment as in one tail x n matrix.
+  constexpr int64_t kRowBlock = 256;
+  Eigen::VectorXf best = Eigen::VectorXf::Constant(n, -std::numeric_limits<float>::infinity());
+  RowMatrixXf pbar;
+  RowMatrixXf logits;
+  for (int64_t first = n - tail; first < n; first += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n - first);
+    pbar.setZero(rows, n);
+    for (int h = 0; h < shape.q_heads; ++h) {
+      logits.noalias() = queries.Rows(h, first, first + rows) *
+                         prefill.PromptKeys(h / shape.GroupSize()).transpose();
+      for (int64_t i = 0; i < rows; ++i) {
+        auto row = logits.row(i);
+        row = (row.array() - row.maxCoeff()).exp();
+        row /= row.sum();
+      }
+      pbar += logits;
     }
-    pbar += logits;
+    pbar /= static_cast<float>(shape.q_heads);
+    best = best.cwiseMax(pbar.colwise().maxCoeff().transpose());
   }
-  pbar /= static_cast<float>(shape.q_heads);
-  return pbar.colwise().maxCoeff().transpose().cast<double>();
+  return best.cast<double>();
 }
 
 namespace {
@@ -132,7 +144,10 @@ class MpCachePolicy final : public EvictionPolicy {
   void SelectVictims(const EvictionRequest& request,
                      std::span<sim::EvictionDecision> decisions) override {
     if (request.after_prefill) {
-      scores_ = MpCacheStaticScores(request.queries, *request.prefill, setup_.shape);
+      // The same for every budget of a sweep: computed once per layer (O(tail x n x d x Hq)).
+      scores_ = request.prefill->SharedStatistic("mpcache static scores", [&] {
+        return MpCacheStaticScores(request.queries, *request.prefill, setup_.shape);
+      });
     }
     const int64_t n = setup_.prompt_len;
     for (const StreamView& stream : request.streams) {

@@ -399,13 +399,18 @@ class ModelRun final : public models::ForwardObserver {
           static_cast<int64_t>(d.victims.size()) >= ls.min_victims[i],
           "policy {} chose {} victims in layer {} stream {} at step {}, at least {} needed",
           ls.policy->Name(), d.victims.size(), l, s, step, ls.min_victims[i]);
-      // Rewritten entries (D2O merges, KIVI / MiKV quantized values) go into the model's own
-      // cache, so the model attends to them as stored from the next step on.
-      for (const EntryRewrite& rewrite : d.rewrites) {
-        state_.Overwrite(l, s, rewrite.position, rewrite.key.data(), rewrite.value.data());
-      }
       if (d.victims.empty() && d.rewrites.empty()) continue;
       ls.caches[i].Apply(d);
+      // Rewritten entries (D2O merges, KIVI / MiKV quantized values) go into the model's own
+      // cache as the policy's cache now holds them (decoded, for an encoded entry), so the model
+      // attends to them as stored from the next step on.
+      const KvCache& cache = ls.caches[i];
+      for (const EntryRewrite& rewrite : d.rewrites) {
+        const int64_t slot = cache.SlotOf(rewrite.position);
+        if (slot < 0) continue;  // rewritten, then evicted in the same decision
+        state_.Overwrite(l, s, rewrite.position, cache.KeyRow(slot).data(),
+                         cache.ValueRow(slot).data());
+      }
       if (d.victims.empty()) continue;
       state_.Drop(l, s, d.victims);
       ls.views[i].attention = nullptr;

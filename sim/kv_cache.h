@@ -12,9 +12,13 @@
 // (the trace's rows for this stream: AppendFromSource), or OWNED by the cache (Append copies,
 // and every rewrite lands in owned rows). A replay keeps pristine entries as positions only, so
 // a sweep of many cells over a long trace costs O(resident positions) per cell, not copies of
-// K/V (issue 11); the closed loop, whose K/V come from the model, owns its rows.
+// K/V (issue 11); the closed loop, whose K/V come from the model, owns its rows. A rewrite may
+// instead hand over an ENCODED entry (MiKV's low-precision codes, RowCodec below): the cache keeps
+// the bytes and decodes a row when it is read, so a 2-bit entry costs what its codes cost, not
+// 2 x head_dim floats.
 //
-// Thread-safety: none; one replay task owns a cache.
+// Thread-safety: none, not even for concurrent reads (an encoded row is decoded into scratch the
+// cache owns); one replay task owns a cache.
 #include <Eigen/Dense>
 #include <cstdint>
 #include <memory>
@@ -40,15 +44,31 @@ struct CacheEntry {
   bool pristine() const { return merge_count == 0 && tier == PrecisionTier::kFull; }
 };
 
+// Reads entries a policy stores encoded rather than as float rows. Decode must be a pure function
+// of the bytes: the same bytes give the same floats at every read. A codec must outlive every
+// cache that holds one of its entries.
+class RowCodec {
+ public:
+  virtual ~RowCodec() = default;
+  // Bytes of one encoded entry (its key and its value); the same for every entry.
+  virtual int64_t EncodedBytes() const = 0;
+  // Writes the entry's key (value = false) or value (true) row, head_dim floats, to `out`.
+  virtual void Decode(const uint8_t* encoded, bool value, float* out) const = 0;
+};
+
 // Replace the K/V of a resident entry (D2O merges evicted tokens into their nearest survivor;
 // KIVI / MiKV store the dequantized values of a demoted entry with merged_tokens = 0).
 struct EntryRewrite {
   int64_t position = 0;
-  Eigen::VectorXf key;        // head_dim
-  Eigen::VectorXf value;      // head_dim
-  int32_t merged_tokens = 1;  // added to the entry's merge_count
+  Eigen::VectorXf key = {};    // head_dim
+  Eigen::VectorXf value = {};  // head_dim
+  int32_t merged_tokens = 1;   // added to the entry's merge_count
   // The entry's new tier (KIVI / MiKV demotion); unset = unchanged.
   std::optional<PrecisionTier> tier = std::nullopt;
+  // Instead of key / value (then left empty): the entry's encoded bytes, codec->EncodedBytes()
+  // of them, read back through `codec`.
+  const RowCodec* codec = nullptr;
+  std::vector<uint8_t> encoded = {};
 };
 
 // What a policy asks the cache to do to one stream at an evict phase. Applied in this order:
@@ -79,7 +99,9 @@ class KvCache {
   std::span<const CacheEntry> entries() const {
     return {entries_.data(), static_cast<size_t>(size_)};
   }
-  // K/V row of a resident slot (head_dim), valid until the next mutating call.
+  // K/V row of a resident slot (head_dim), valid until the next mutating call and, for an encoded
+  // entry, until the next KeyRow (resp. ValueRow) call: hold one key row and one value row at a
+  // time.
   Eigen::Map<const Eigen::RowVectorXf> KeyRow(int64_t slot) const {
     return Eigen::Map<const Eigen::RowVectorXf>(RowData(slot, /*value=*/false), head_dim_);
   }
@@ -92,7 +114,13 @@ class KvCache {
   RowMatrixXf Values() const { return Gather(/*value=*/true); }
   // True when slot's K/V are rows of the source matrices (its key logits can be reused from a
   // full-cache pass over the same source).
-  bool IsSourceView(int64_t slot) const { return rows_[static_cast<size_t>(slot)].owned < 0; }
+  bool IsSourceView(int64_t slot) const {
+    return rows_[static_cast<size_t>(slot)].kind == RowKind::kSource;
+  }
+  // Resident entries stored encoded (RowCodec).
+  int64_t EncodedEntries() const {
+    return encoded_rows_ - static_cast<int32_t>(free_encoded_.size());
+  }
   // True while slot j holds position j, viewed in the source, for every slot: nothing was ever
   // evicted, rewritten or copied in. Then the resident K/V are the source's first size() rows,
   // contiguous (attention over them needs no gather).
@@ -133,13 +161,19 @@ class KvCache {
   void Apply(const EvictionDecision& decision);
 
  private:
-  // Where a slot's K/V live: an owned row pair, or (owned < 0) the source rows of its position.
+  // Where a slot's K/V live: the source rows of its position, an owned float row pair, or an
+  // owned encoded entry; `index` numbers the owned rows of its kind.
+  enum class RowKind : uint8_t { kSource, kFloat, kEncoded };
   struct RowRef {
-    int32_t owned = -1;
+    RowKind kind = RowKind::kSource;
+    int32_t index = -1;
   };
-  void Admit(int64_t position, int32_t owned);
+  void Admit(int64_t position, RowRef row);
   void Remove(int64_t position);
+  void Release(const RowRef& row);
   int32_t NewOwnedRow();
+  int32_t NewEncodedRow(const RowCodec* codec);
+  uint8_t* EncodedRow(int32_t row) const;
   const float* RowData(int64_t slot, bool value) const;
   RowMatrixXf Gather(bool value) const;
 
@@ -163,7 +197,16 @@ class KvCache {
   std::vector<std::unique_ptr<float[]>> owned_value_chunks_;
   int32_t owned_rows_ = 0;           // rows handed out so far (used or free)
   std::vector<int32_t> free_owned_;  // owned rows no entry uses
-  std::vector<int32_t> slot_of_;     // position -> slot or -1
+  // Encoded entries, in chunks of kOwnedChunkRows x encoded_bytes_ that never move; every codec
+  // of one cache has the same EncodedBytes().
+  int64_t encoded_bytes_ = 0;
+  std::vector<std::unique_ptr<uint8_t[]>> encoded_chunks_;
+  std::vector<const RowCodec*> encoded_codec_;  // per encoded row
+  int32_t encoded_rows_ = 0;
+  std::vector<int32_t> free_encoded_;
+  mutable std::vector<float> decoded_key_;  // head_dim, the last encoded key row read
+  mutable std::vector<float> decoded_value_;
+  std::vector<int32_t> slot_of_;  // position -> slot or -1
 };
 
 }  // namespace kvsim::sim

@@ -182,6 +182,19 @@ const Eigen::VectorXf& PrefillAttention::ColumnSums(int q_head) const {
   return column_sums_[static_cast<size_t>(q_head)];
 }
 
+const Eigen::VectorXd& PrefillAttention::SharedStatistic(
+    const std::string& key, const std::function<Eigen::VectorXd()>& compute) const {
+  Statistic* statistic = nullptr;
+  {
+    const std::lock_guard lock(statistics_mutex_);
+    std::unique_ptr<Statistic>& slot = statistics_[key];
+    if (slot == nullptr) slot = std::make_unique<Statistic>();
+    statistic = slot.get();
+  }
+  tbb::collaborative_call_once(statistic->once, [&] { statistic->value = compute(); });
+  return statistic->value;
+}
+
 RowMatrixXf PrefillAttention::WindowAttention(int q_head, int64_t window) const {
   KVSIM_ASSERT(q_head >= 0 && q_head < num_q_heads_, "query head {} out of range", q_head);
   KVSIM_ASSERT(window >= 1 && window <= prompt_len_, "window {} outside [1, {}]", window,

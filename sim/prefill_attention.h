@@ -14,7 +14,11 @@
 #include <Eigen/Dense>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "common/tensor.h"
@@ -67,6 +71,14 @@ class PrefillAttention {
   // over the same layer without forcing their computation).
   bool has_column_sums() const { return has_column_sums_.load(); }
 
+  // A statistic of the prompt that one policy needs in every cell of a sweep (MPCache's static
+  // scores): computed by the first caller for `key` (collaboratively, as ColumnSums), then shared
+  // read-only for as long as this object lives. `key` names the statistic and every parameter it
+  // depends on; `compute` must be a pure function of this layer's prompt, so which cell computes
+  // it does not matter.
+  const Eigen::VectorXd& SharedStatistic(const std::string& key,
+                                         const std::function<Eigen::VectorXd()>& compute) const;
+
   // Attention of the last `window` prompt queries of `q_head` over all prompt keys, causal inside
   // the window: row r is query n-window+r over keys [0, n); weights past the query are 0.
   // window x prompt_len. Cheap (O(window n d)); computed on each call, not cached.
@@ -89,6 +101,12 @@ class PrefillAttention {
   mutable tbb::collaborative_once_flag column_once_;
   mutable std::atomic<bool> has_column_sums_ = false;
   mutable std::vector<Eigen::VectorXf> column_sums_;
+  struct Statistic {
+    tbb::collaborative_once_flag once;
+    Eigen::VectorXd value;
+  };
+  mutable std::mutex statistics_mutex_;  // guards the map, not the values
+  mutable std::map<std::string, std::unique_ptr<Statistic>> statistics_;
 };
 
 }  // namespace kvsim::sim

@@ -12,8 +12,10 @@
 #include <Eigen/Dense>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "common/tensor.h"
+#include "sim/kv_cache.h"
 
 namespace kvsim::sim {
 
@@ -53,6 +55,30 @@ void FakeQuantizeKeysPerChannel(Eigen::Ref<RowMatrixXf> keys, int bits, int grou
 // KIVI values / MiKV tokens: one token's vector, groups of `group_size` consecutive channels
 // (the last group may be shorter when head_dim % group_size != 0).
 void FakeQuantizePerToken(std::span<float> x, int bits, int group_size);
+
+// One stream's low-precision token entries stored as codes (MiKV's low tier): the key and the
+// value are each quantized per token in groups of `group_size` channels, exactly as
+// FakeQuantizePerToken does, the key first multiplied by `key_balance` per channel (MiKV's
+// outlier balancer; ones = none) and divided by it again on decode. Decode gives the very floats
+// that FakeQuantizePerToken(key * balance) / balance and FakeQuantizePerToken(value) give, from
+// one byte per code (bits <= 8) plus each group's scale and zero point as floats (the ledger
+// still charges the packed payload and FP16 metadata: these bytes are the simulator's, not the
+// scheme's). Layout: [key codes][value codes][key groups][value groups], head_dim codes each.
+class PerTokenCodec final : public RowCodec {
+ public:
+  PerTokenCodec(int head_dim, int bits, int group_size, Eigen::VectorXf key_balance);
+  int64_t EncodedBytes() const override;
+  void Decode(const uint8_t* encoded, bool value, float* out) const override;
+  // Encodes one entry from its full-precision key and value rows (head_dim floats each).
+  std::vector<uint8_t> Encode(const float* key, const float* value) const;
+
+ private:
+  int head_dim_;
+  int bits_;
+  int group_size_;
+  int64_t groups_;
+  Eigen::VectorXf key_balance_;
+};
 
 // Packed payload of `elements` integers of `bits` bits: ceil(elements * bits / 8) bytes.
 int64_t PackedBytes(int64_t elements, int bits);

@@ -4,8 +4,11 @@
 #include "policies/mpcache.h"
 
 #include <gtest/gtest.h>
+#include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <numeric>
 
 #include "policy_test_util.h"
@@ -93,6 +96,84 @@ TEST(MpCache, StaticEvictionKeepsTheLayersTopScoresInEveryStream) {
         }
       }
     }
+  }
+}
+
+// A prompt long enough that the tail (20 %: 300 rows) spans two row blocks of the computation:
+// the scores still equal a double-precision brute force over the whole tail at once.
+TEST(MpCache, StaticScoresOverSeveralRowBlocksEqualBruteForce) {
+  const models::ModelShape shape = TinyShape();
+  const int64_t n = 1500;
+  const traces::Trace trace = sim::RandomTrace(shape, n, n + 1, 23);
+  const traces::LayerTensors& layer = trace.layer(1);
+  const sim::PrefillAttention prefill(layer, n);
+  const Eigen::VectorXd got =
+      MpCacheStaticScores(QueryHistory(layer.queries, n - 1), prefill, shape);
+  ASSERT_EQ(got.size(), n);
+  std::vector<double> want(static_cast<size_t>(n), 0.0);
+  std::vector<double> mean(static_cast<size_t>(n));
+  std::vector<double> logit(static_cast<size_t>(n));
+  for (int64_t i = n - 300; i < n; ++i) {
+    std::fill(mean.begin(), mean.end(), 0.0);
+    for (int h = 0; h < shape.q_heads; ++h) {
+      for (int64_t j = 0; j < n; ++j) {
+        double dot = 0.0;
+        for (int c = 0; c < shape.head_dim; ++c) {
+          dot += static_cast<double>(layer.queries.Row(h, i)[c]) *
+                 static_cast<double>(layer.keys.Row(h / shape.GroupSize(), j)[c]);
+        }
+        logit[static_cast<size_t>(j)] = dot;
+      }
+      const double max = *std::max_element(logit.begin(), logit.end());
+      double sum = 0.0;
+      for (double& x : logit) sum += (x = std::exp(x - max));
+      for (int64_t j = 0; j < n; ++j) {
+        mean[static_cast<size_t>(j)] += logit[static_cast<size_t>(j)] / sum / shape.q_heads;
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      want[static_cast<size_t>(j)] =
+          std::max(want[static_cast<size_t>(j)], mean[static_cast<size_t>(j)]);
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    EXPECT_NEAR(got[j], want[static_cast<size_t>(j)], 1e-5 * want[static_cast<size_t>(j)] + 1e-9)
+        << "position " << j;
+  }
+  // And bit for bit what the whole tail x n matrix at once gives (the computation before it was
+  // blocked): the block size must not move a score.
+  RowMatrixXf pbar = RowMatrixXf::Zero(300, n);
+  for (int h = 0; h < shape.q_heads; ++h) {
+    RowMatrixXf logits = QueryHistory(layer.queries, n - 1).Rows(h, n - 300, n) *
+                         prefill.PromptKeys(h / shape.GroupSize()).transpose();
+    for (int64_t i = 0; i < 300; ++i) {
+      auto row = logits.row(i);
+      row = (row.array() - row.maxCoeff()).exp();
+      row /= row.sum();
+    }
+    pbar += logits;
+  }
+  pbar /= static_cast<float>(shape.q_heads);
+  const Eigen::VectorXd whole = pbar.colwise().maxCoeff().transpose().cast<double>();
+  EXPECT_EQ(got, whole);
+}
+
+// Every cell of a sweep asks for the static scores of a layer; they are computed once and shared.
+TEST(MpCache, SharedStatisticIsComputedOncePerKeyAcrossThreads) {
+  const traces::Trace trace = sim::RandomTrace(TinyShape(), 64, 65, 5);
+  const sim::PrefillAttention prefill(trace.layer(0), 64);
+  std::atomic<int> calls = 0;
+  std::vector<const Eigen::VectorXd*> seen(64, nullptr);
+  tbb::parallel_for(0, 64, [&](int i) {
+    seen[static_cast<size_t>(i)] = &prefill.SharedStatistic(i % 2 == 0 ? "even" : "odd", [&] {
+      ++calls;
+      return Eigen::VectorXd::Constant(3, i % 2 == 0 ? 2.0 : 1.0);
+    });
+  });
+  EXPECT_EQ(calls.load(), 2);
+  for (int i = 0; i < 64; ++i) {
+    EXPECT_EQ(seen[static_cast<size_t>(i)], seen[static_cast<size_t>(i % 2)]);
+    EXPECT_EQ((*seen[static_cast<size_t>(i)])[0], i % 2 == 0 ? 2.0 : 1.0);
   }
 }
 

@@ -96,6 +96,90 @@ TEST(KvCache, OwnedRowsSpanManyChunksAndAreReused) {
   }
 }
 
+// A codec that stores each row as one byte per element (value = byte - offset): enough to tell
+// which codec and which bytes a decoded row came from.
+class OffsetCodec final : public RowCodec {
+ public:
+  explicit OffsetCodec(float offset) : offset_(offset) {}
+  int64_t EncodedBytes() const override { return 4; }  // head_dim 2: key, value
+  void Decode(const uint8_t* encoded, bool value, float* out) const override {
+    for (int c = 0; c < 2; ++c) out[c] = static_cast<float>(encoded[(value ? 2 : 0) + c]) - offset_;
+  }
+  static EntryRewrite Rewrite(int64_t position, const OffsetCodec& codec, uint8_t first) {
+    return EntryRewrite{
+        .position = position,
+        .merged_tokens = 0,
+        .tier = PrecisionTier::kQuantized,
+        .codec = &codec,
+        .encoded = {first, static_cast<uint8_t>(first + 1), static_cast<uint8_t>(first + 2),
+                    static_cast<uint8_t>(first + 3)}};
+  }
+
+ private:
+  float offset_;
+};
+
+TEST(KvCache, EncodedEntriesDecodeOnReadAndSwitchStorageBothWays) {
+  const OffsetCodec plain(0.0f);
+  const OffsetCodec shifted(100.0f);
+  KvCache cache(2, 600);
+  cache.set_budget_tokens(600);
+  AppendPositions(cache, 600);
+  // Encode every other entry (more than one 256-row chunk), half of them with each codec.
+  EvictionDecision encode;
+  for (int64_t p = 0; p < 600; p += 2) {
+    encode.rewrites.push_back(
+        OffsetCodec::Rewrite(p, p % 4 == 0 ? plain : shifted, static_cast<uint8_t>(p % 200)));
+  }
+  cache.Apply(encode);
+  EXPECT_EQ(cache.EncodedEntries(), 300);
+  EXPECT_EQ(cache.CountTier(PrecisionTier::kQuantized), 300);
+  const auto expect_rows = [&](int64_t p, float k0, float k1, float v0, float v1) {
+    const int64_t slot = cache.SlotOf(p);
+    ASSERT_GE(slot, 0) << p;
+    const auto key = cache.KeyRow(slot);  // one key row and one value row held at once
+    const auto value = cache.ValueRow(slot);
+    EXPECT_EQ(key(0), k0) << p;
+    EXPECT_EQ(key(1), k1) << p;
+    EXPECT_EQ(value(0), v0) << p;
+    EXPECT_EQ(value(1), v1) << p;
+    EXPECT_FALSE(cache.IsSourceView(slot));
+  };
+  for (int64_t p = 0; p < 600; ++p) {
+    const auto b = static_cast<float>(p % 200);
+    const float off = p % 4 == 0 ? 0.0f : 100.0f;
+    if (p % 2 == 0) {
+      expect_rows(p, b - off, b + 1 - off, b + 2 - off, b + 3 - off);
+    } else {
+      expect_rows(p, static_cast<float>(p), -static_cast<float>(p), static_cast<float>(p),
+                  -static_cast<float>(p));
+    }
+  }
+  // Gather decodes every encoded row.
+  const RowMatrixXf values = cache.Values();
+  EXPECT_EQ(values(cache.SlotOf(6), 1), 6.0f + 3.0f - 100.0f);
+  // Evict encoded entries, encode a float entry into a freed row, turn an encoded one back to
+  // floats (a later rewrite without a codec), and re-encode an encoded one in place.
+  EvictionDecision mixed;
+  mixed.victims = {0, 2, 4};
+  mixed.rewrites.push_back(OffsetCodec::Rewrite(1, plain, 50));
+  mixed.rewrites.push_back(EntryRewrite{
+      .position = 8, .key = Eigen::Vector2f(-1, -2), .value = Eigen::Vector2f(-3, -4)});
+  mixed.rewrites.push_back(OffsetCodec::Rewrite(10, shifted, 110));
+  cache.Apply(mixed);
+  EXPECT_EQ(cache.size(), 597);
+  EXPECT_EQ(cache.EncodedEntries(), 300 - 3 + 1 - 1);
+  expect_rows(1, 50, 51, 52, 53);
+  expect_rows(8, -1, -2, -3, -4);
+  expect_rows(10, 10, 11, 12, 13);
+  expect_rows(12, 12, 13, 14, 15);
+  // A rewrite whose bytes do not match its codec is an internal error.
+  EvictionDecision bad;
+  bad.rewrites.push_back(OffsetCodec::Rewrite(12, plain, 1));
+  bad.rewrites.back().encoded.pop_back();
+  EXPECT_THROW(cache.Apply(bad), InternalError);
+}
+
 TEST(EventQueue, OrdersByStepThenPhaseThenPushOrder) {
   EventQueue q;
   q.Push({.step = 5, .phase = Phase::kMeasure, .type = EventType::kMeasure, .begin = 1});

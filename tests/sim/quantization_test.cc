@@ -140,5 +140,44 @@ TEST(Quantization, BalancerPreservesDotProductsAndFlattensOutliers) {
   }
 }
 
+// MiKV's codes decode to exactly the floats of fake quantization in place (the replay's results
+// must not move when a policy stores codes instead of floats), for every width, group sizes that
+// do and do not divide head_dim, with and without a balancer, constant groups included.
+TEST(Quantization, PerTokenCodesDecodeToTheFakeQuantizedFloats) {
+  const int d = 12;
+  const RowMatrixXf rows = RandomMatrix(40, d, 9);
+  Eigen::VectorXf balance(d);
+  for (int c = 0; c < d; ++c) balance[c] = 0.25f + 0.5f * static_cast<float>(c);
+  for (const int bits : {1, 2, 3, 4, 8}) {
+    for (const int group : {1, 4, 5, 12}) {
+      for (const bool balanced : {false, true}) {
+        const Eigen::VectorXf beta = balanced ? balance : Eigen::VectorXf::Ones(d);
+        const PerTokenCodec codec(d, bits, group, beta);
+        EXPECT_EQ(codec.EncodedBytes(), 2 * (d + ChannelGroups(d, group) * 8));
+        for (int64_t r = 0; r + 1 < rows.rows(); r += 2) {
+          Eigen::VectorXf key = rows.row(r).transpose();
+          Eigen::VectorXf value = rows.row(r + 1).transpose();
+          if (r == 0) key.head(std::min(d, group)).setConstant(1.5f);  // a constant group
+          const std::vector<uint8_t> encoded = codec.Encode(key.data(), value.data());
+          ASSERT_EQ(static_cast<int64_t>(encoded.size()), codec.EncodedBytes());
+          Eigen::VectorXf want_key = key.cwiseProduct(beta);
+          FakeQuantizePerToken(std::span<float>(want_key.data(), d), bits, group);
+          want_key = want_key.cwiseQuotient(beta).eval();
+          Eigen::VectorXf want_value = value;
+          FakeQuantizePerToken(std::span<float>(want_value.data(), d), bits, group);
+          Eigen::VectorXf got_key(d), got_value(d);
+          codec.Decode(encoded.data(), /*value=*/false, got_key.data());
+          codec.Decode(encoded.data(), /*value=*/true, got_value.data());
+          for (int c = 0; c < d; ++c) {
+            EXPECT_EQ(got_key[c], want_key[c]) << bits << " bits, group " << group << " row " << r;
+            EXPECT_EQ(got_value[c], want_value[c]) << bits << " bits, group " << group;
+          }
+          for (int c = 0; c < 2 * d; ++c) EXPECT_LT(encoded[c], 1 << bits);  // codes in range
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvsim::sim
