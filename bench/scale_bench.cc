@@ -12,6 +12,9 @@
 //   iv   32 layers, 32768 + 2048: every policy x 8 budgets (after `kvsim stats`); hours here
 //   iv1  case iv on one layer, with the 32-layer estimate (layers run one after another)
 //   layers  peak RSS of every policy x 8 budgets over 1 and 4 layers (it must not grow)
+//   policies  each policy's 8 budgets alone on case iv's layer shape with a 64-step decode: what
+//        each policy adds to the peak RSS of one full replay, and its time (where case iv's
+//        memory and hours go)
 // Speed figures are ratios to the same-run GEMM because the machines are shared; the load
 // average is printed beside them. Prints figures; never asserts on time.
 #include <fmt/core.h>
@@ -278,6 +281,28 @@ class Bench {
                32.0 * all.wall / 3600.0, all.peak_rss_gb);
   }
 
+  // Each policy's 8 budgets of case iv alone, on a one-layer 32768 + 64 trace (the caches are at
+  // their budgets after the prompt, so a short decode shows the cells' state; the 2048-step decode
+  // adds the metric samples and time). Prints the peak RSS over one full replay of the same trace.
+  void CasePolicies() {
+    const Shape s{1, 32768, 64};
+    const std::string t = Trace(s);
+    Stats("pol", t, s);
+    const RunStats one = Measure("pol", "replay full", Replay(t, "full", "1024"), FullPassFlops(s));
+    const char* const policies[] = {
+        "full",  "random", "streaming",     "h2o",        "tova",         "snapkv", "pyramidkv",
+        "knorm", "oracle", "lazy-eviction", "laq-oracle", "laqpp-oracle", "lagkv",  "cake",
+        "d2o",   "kivi",   "mikv",          "mpcache",    "epicache"};
+    for (const char* policy : policies) {
+      const RunStats all = Measure(
+          "pol", fmt::format("{} x 8 budgets", policy),
+          Sweep(t, {policy}, {"128", "256", "512", "1024", "2048", "4096", "0.25p", "0.5p"}),
+          FullPassFlops(s));
+      fmt::print("{:<6} {:<34} +{:.2f} GB over one full replay\n", "pol", policy,
+                 all.peak_rss_gb - one.peak_rss_gb);
+    }
+  }
+
   // Peak RSS against the layer count: every policy x 8 budgets with case (iv)'s decode length and
   // heads (so the same metric samples per layer: 2048 steps x 32 query heads x 152 cells) on a
   // short prompt, over 1 and 4 layers. Without the spill the 4-layer sweep would hold 3 finished
@@ -326,10 +351,11 @@ int main(int argc, char** argv) {
     else if (flag == "--threads")
       threads = std::atoi(argv[i + 1]);
     else {
-      fmt::print(stderr,
-                 "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv,iv1,layers] [--workdir DIR] "
-                 "[--threads N]\n",
-                 argv[0]);
+      fmt::print(
+          stderr,
+          "usage: {} [--kvsim PATH] [--cases i,ii,iii,iv,iv1,layers,policies] [--workdir DIR] "
+          "[--threads N]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -352,6 +378,8 @@ int main(int argc, char** argv) {
       bench.CaseIV();
     else if (c == "layers")
       bench.CaseLayers();
+    else if (c == "policies")
+      bench.CasePolicies();
     else
       fmt::print(stderr, "unknown case {}\n", c);
   }
