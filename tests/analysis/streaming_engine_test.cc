@@ -117,6 +117,39 @@ TEST_P(StreamingEngine, MatchesWholeMatrixReplayForEveryPolicy) {
   }
 }
 
+// Cells of a sweep share what does not depend on the budget (the block's logits, prompt
+// statistics, PrefillAttention::SharedStatistic: MPCache's static scores, EpiCache's scores over
+// a fully resident prefix); a cell's rows must still be what that cell alone gives, exactly.
+TEST_P(StreamingEngine, ACellsRowsDoNotDependOnTheOtherCellsOfItsSweep) {
+  const std::string policy = GetParam();
+  if (policy == "gate") GTEST_SKIP() << "gate replays recorded flags; random traces have none";
+  const traces::Trace trace = sim::RandomTrace(GqaShape(), 37, 61, 29);
+  SweepPlan plan;
+  plan.policies = {{policy, {}}};
+  plan.block_steps = 7;
+  plan.threads = 2;
+  for (const char* budget : {"4", "9", "20"}) {
+    plan.budgets.push_back(sim::Budget::Parse(budget, "t"));
+  }
+  const SweepResult together = RunSweepOnTrace(plan, trace, "t");
+  for (size_t b = 0; b < plan.budgets.size(); ++b) {
+    SweepPlan alone_plan = plan;
+    alone_plan.budgets = {plan.budgets[b]};
+    const SweepResult alone = RunSweepOnTrace(alone_plan, trace, "t");
+    for (const ResultRow& want : alone.table.rows()) {
+      const auto got = std::find_if(
+          together.table.rows().begin(), together.table.rows().end(),
+          [&](const ResultRow& r) { return r.budget == want.budget && r.layer == want.layer; });
+      ASSERT_NE(got, together.table.rows().end()) << policy << " budget " << want.budget;
+      const std::string what = policy + " budget " + want.budget + " layer " + want.layer;
+      EXPECT_EQ(got->mass_recall.mean, want.mass_recall.mean) << what;
+      EXPECT_EQ(got->mass_recall.p5, want.mass_recall.p5) << what;
+      EXPECT_EQ(got->rel_l2_error.mean, want.rel_l2_error.mean) << what;
+      EXPECT_EQ(got->cosine.mean, want.cosine.mean) << what;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryPolicy,
                          StreamingEngine,
                          ::testing::ValuesIn(policies::PolicyNames()),
