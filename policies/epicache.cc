@@ -186,8 +186,9 @@ class EpiCachePolicy final : public EvictionPolicy {
       std::string key = fmt::format("epicache s(j): heads {}+{}, {} positions, patched",
                                     stream.first_q_head, stream.num_q_heads, cache.size());
       for (const auto& [begin, end] : patched_) key += fmt::format(" [{}, {})", begin, end);
-      const Eigen::VectorXd& best = prompt.SharedStatistic(
-          key, [&] { return PatchedMaxAttention(stream, prompt).cast<double>().transpose(); });
+      const Eigen::VectorXd& best = prompt.SharedStatistic(key, [&]() -> Eigen::VectorXd {
+        return PatchedMaxAttention(stream, prompt).cast<double>().transpose();
+      });
       for (int64_t slot = 0; slot < cache.size(); ++slot) {
         score[static_cast<size_t>(cache.Position(slot))] = best[slot];
       }
